@@ -1,0 +1,325 @@
+"""Streaming MP4 writer: H.264 (libx264, yuv420p) video and AAC audio, muxed as frames arrive.
+
+Frames go in one at a time; the audio track is decoded, resampled and encoded alongside, up to
+each video frame's end time, so neither the encoder nor libavformat's interleaver ever holds
+more than a few frames' worth of data: memory stays flat however long the clip is. The file is
+written under a temporary name in the destination folder and renamed on success, so a failed
+or interrupted render never leaves a broken file at the destination path.
+
+Colour: RGB frames are converted to BT.709 limited-range yuv420p by libswscale and the stream is
+tagged BT.709, which is what players assume for HD content and what they honour when tagged.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from fractions import Fraction
+from typing import Iterator, Union
+
+import av
+import numpy as np
+
+from ..errors import AudioError, InvalidOption
+from ..types import Audio
+from .audio import AudioSource, iter_audio_chunks, probe_audio
+
+__all__ = ["Mp4Writer", "fps_fraction", "X264_PRESETS"]
+
+# NTSC-style rates written as decimals by users, mapped to their exact values.
+#: x264 speed presets, fastest first.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow", "placebo")
+
+_NTSC = {23.976: Fraction(24000, 1001), 29.97: Fraction(30000, 1001),
+         47.952: Fraction(48000, 1001), 59.94: Fraction(60000, 1001),
+         119.88: Fraction(120000, 1001)}
+
+
+def fps_fraction(fps: float | Fraction | int) -> Fraction:
+    """Exact frame rate as a fraction: ``25 -> 25/1``, ``29.97 -> 30000/1001``.
+
+    Raises :class:`~echomimic.errors.InvalidOption` for a non-positive or absurd rate.
+    """
+    if isinstance(fps, Fraction):
+        out = fps
+    else:
+        try:
+            f = float(fps)
+        except (TypeError, ValueError):
+            raise InvalidOption(f"fps must be a number, not {fps!r}") from None
+        if not np.isfinite(f) or f <= 0:
+            raise InvalidOption(f"fps must be a positive number, not {fps!r}")
+        out = next((v for k, v in _NTSC.items() if abs(f - k) < 5e-4), None)
+        if out is None:
+            out = Fraction(f).limit_denominator(1001)
+    if not 0 < out <= 240:
+        raise InvalidOption(f"fps must be between 0 and 240, not {fps!r}")
+    return out
+
+
+class Mp4Writer:
+    """Write RGB frames (and optionally an audio track) to an H.264/AAC MP4 file.
+
+    Use as a context manager::
+
+        with Mp4Writer("out.mp4", 512, 512, fps=25, audio="speech.wav") as w:
+            for frame in frames:          # (height, width, 3) uint8 RGB
+                w.write(frame)
+        info = w.info                     # {"frames", "duration", "path", "width", "height", ...}
+
+    Leaving the block normally closes the file (:meth:`close`); leaving it with an exception
+    discards the partial file (:meth:`abort`).
+
+    Args:
+        path: destination ``.mp4``. Written as a temporary file in the same folder and renamed
+            when :meth:`close` succeeds.
+        width, height: size of the frames passed to :meth:`write`. yuv420p needs even sizes,
+            so an odd width or height is **padded by one pixel** replicating the last column or
+            row; the encoded size is :attr:`out_width` x :attr:`out_height`.
+        fps: frame rate; decimals such as 29.97 map to the exact NTSC rate (30000/1001).
+            Frame ``i`` has ``pts = i`` in time base ``1/fps``.
+        audio: optional sound: a path, bytes, or decoded :class:`~echomimic.types.Audio`.
+            Encoded as AAC at 44.1 kHz when the source is 44.1 kHz (or a multiple), else 48 kHz;
+            stereo when the source has two or more channels, else mono. It is trimmed, or padded
+            with silence, to the video's duration.
+        crf: x264 constant rate factor (lower is better and bigger; 18-23 is typical).
+        preset: x264 speed preset (``ultrafast`` ... ``veryslow``).
+        audio_bitrate: AAC bit rate in bit/s.
+        threads: encoder threads, 0 lets x264 decide (one per core, plus lookahead).
+
+    Raises:
+        AudioError: the audio source cannot be read (raised here, before any frame is written).
+        InvalidOption: bad fps, crf (0-51) or preset (see :data:`X264_PRESETS`).
+    """
+
+    def __init__(
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        width: int,
+        height: int,
+        fps: float = 25,
+        *,
+        audio: AudioSource | Audio | None = None,
+        crf: int = 20,
+        preset: str = "veryfast",
+        audio_bitrate: int = 128000,
+        threads: int = 0,
+    ) -> None:
+        width, height = int(width), int(height)
+        if preset not in X264_PRESETS:
+            raise InvalidOption(f"preset must be one of {', '.join(X264_PRESETS)}, not {preset!r}")
+        if not 0 <= int(crf) <= 51:
+            raise InvalidOption(f"crf must be between 0 and 51, not {crf!r}")
+        if width < 2 or height < 2:
+            raise ValueError(f"frame size must be at least 2x2, not {width}x{height}")
+        self.path = os.fspath(path)
+        self.width = width
+        self.height = height
+        self.out_width = width + (width & 1)
+        self.out_height = height + (height & 1)
+        self.fps = fps_fraction(fps)
+        self.frames = 0
+        self.info: dict | None = None
+        self._closed = False
+
+        # Audio plan (probing first, so a bad audio file fails before anything is created).
+        self._audio_src = audio
+        self._audio_rate = 0
+        self._audio_channels = 0
+        if audio is not None:
+            if isinstance(audio, Audio):
+                src_rate, src_ch = int(audio.sample_rate), 1
+                if np.asarray(audio.samples).size == 0:
+                    raise AudioError("audio has no samples")
+            else:
+                facts = probe_audio(audio)
+                src_rate, src_ch = facts["sample_rate"], facts["channels"]
+            self._audio_rate = 44100 if src_rate and src_rate % 44100 == 0 else 48000
+            self._audio_channels = 2 if src_ch >= 2 else 1
+
+        folder = os.path.dirname(os.path.abspath(self.path))
+        base = os.path.basename(self.path) or "video.mp4"
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".part", dir=folder)
+        os.close(fd)
+        try:
+            self._open(crf=crf, preset=preset, audio_bitrate=audio_bitrate, threads=threads)
+        except BaseException:
+            self._cleanup()
+            raise
+
+    # ------------------------------------------------------------------------------------
+    def _open(self, *, crf: int, preset: str, audio_bitrate: int, threads: int) -> None:
+        self._container = av.open(self._tmp, mode="w", format="mp4",
+                                  options={"movflags": "+faststart"})
+        vs = self._container.add_stream("libx264", rate=self.fps)
+        vs.width = self.out_width
+        vs.height = self.out_height
+        vs.pix_fmt = "yuv420p"
+        vs.time_base = 1 / self.fps
+        vs.codec_context.thread_count = max(0, int(threads))
+        vs.codec_context.color_range = 1        # MPEG (limited)
+        vs.codec_context.color_primaries = 1    # BT.709
+        vs.codec_context.color_trc = 1          # BT.709
+        vs.codec_context.colorspace = 1         # BT.709
+        vs.options = {"crf": str(int(crf)), "preset": str(preset)}
+        self._vstream = vs
+
+        self._astream = None
+        self._chunks: Iterator[np.ndarray] | None = None
+        if self._audio_src is not None:
+            layout = "stereo" if self._audio_channels == 2 else "mono"
+            ast = self._container.add_stream("aac", rate=self._audio_rate, layout=layout)
+            ast.bit_rate = int(audio_bitrate)
+            ast.time_base = Fraction(1, self._audio_rate)
+            self._astream = ast
+            self._layout = layout
+            self._chunks = iter_audio_chunks(self._audio_src, sample_rate=self._audio_rate,
+                                             layout=layout, chunk_seconds=0.5)
+            self._pending: np.ndarray = np.zeros((self._audio_channels, 0), np.float32)
+            self._audio_done = False   # source exhausted
+            self._audio_written = 0    # samples handed to the encoder
+
+    # ------------------------------------------------------------------------------------
+    def __enter__(self) -> "Mp4Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    # ------------------------------------------------------------------------------------
+    def _even(self, frame: np.ndarray) -> np.ndarray:
+        pad_w = self.out_width - self.width
+        pad_h = self.out_height - self.height
+        if pad_w or pad_h:
+            frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        return frame
+
+    def write(self, frame: np.ndarray) -> None:
+        """Encode one (height, width, 3) uint8 RGB frame and the audio up to its end time."""
+        if self._closed:
+            raise RuntimeError("Mp4Writer is closed")
+        frame = np.asarray(frame)
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(
+                f"expected a ({self.height}, {self.width}, 3) uint8 RGB frame, "
+                f"got {frame.shape} {frame.dtype}"
+            )
+        frame = np.ascontiguousarray(self._even(frame))
+        # Wrap the array without a copy; libswscale writes the yuv420p frame (BT.709, limited).
+        vf = av.VideoFrame.from_numpy_buffer(frame, format="rgb24")
+        vf = vf.reformat(format="yuv420p", src_colorspace="itu709", dst_colorspace="itu709",
+                         dst_color_range="MPEG", threads=1)
+        vf.pts = self.frames
+        for packet in self._vstream.encode(vf):
+            self._container.mux(packet)
+        self.frames += 1
+        if self._astream is not None:
+            self._feed_audio(self._samples_at(self.frames))
+
+    # ------------------------------------------------------------------------------------
+    def _samples_at(self, n_frames: int) -> int:
+        """Number of audio samples that cover the first ``n_frames`` video frames."""
+        return int(round(Fraction(n_frames) / self.fps * self._audio_rate))
+
+    def _next_audio(self, need: int) -> np.ndarray:
+        """Up to ``need`` samples from the source, padded with silence once it runs out."""
+        while self._pending.shape[1] < need and not self._audio_done:
+            try:
+                chunk = next(self._chunks)  # type: ignore[arg-type]
+            except StopIteration:
+                self._audio_done = True
+                break
+            self._pending = np.concatenate([self._pending, chunk], axis=1)
+        take = self._pending[:, :need]
+        self._pending = self._pending[:, need:]
+        if take.shape[1] < need:
+            pad = np.zeros((self._audio_channels, need - take.shape[1]), np.float32)
+            take = np.concatenate([take, pad], axis=1)
+        return np.ascontiguousarray(take, dtype=np.float32)
+
+    def _feed_audio(self, until: int) -> None:
+        need = until - self._audio_written
+        if need <= 0:
+            return
+        block = self._next_audio(need)
+        af = av.AudioFrame.from_ndarray(block, format="fltp", layout=self._layout)
+        af.sample_rate = self._audio_rate
+        af.pts = self._audio_written
+        af.time_base = self._astream.time_base
+        for packet in self._astream.encode(af):
+            self._container.mux(packet)
+        self._audio_written = until
+
+    # ------------------------------------------------------------------------------------
+    def close(self) -> dict:
+        """Finish the file and move it to :attr:`path`.
+
+        Returns ``{"frames", "duration", "path", "width", "height", "fps", "audio"}`` where
+        ``duration`` is ``frames / fps`` in seconds and width/height the encoded (even) size.
+        Calling it again returns the same dict.
+        """
+        if self._closed:
+            if self.info is None:
+                raise RuntimeError("Mp4Writer was aborted")
+            return self.info
+        try:
+            if self.frames == 0:
+                raise ValueError("no frames were written")
+            if self._astream is not None:
+                self._feed_audio(self._samples_at(self.frames))
+                for packet in self._astream.encode(None):
+                    self._container.mux(packet)
+            for packet in self._vstream.encode(None):
+                self._container.mux(packet)
+            self._container.close()
+            self._close_audio_source()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self.info = {
+            "frames": self.frames,
+            "duration": float(Fraction(self.frames) / self.fps),
+            "path": self.path,
+            "width": self.out_width,
+            "height": self.out_height,
+            "fps": float(self.fps),
+            "audio": self._astream is not None,
+        }
+        return self.info
+
+    def abort(self) -> None:
+        """Stop writing and delete the temporary file; :attr:`path` is left untouched."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._container.close()
+        except Exception:
+            pass
+        self._cleanup()
+
+    def _close_audio_source(self) -> None:
+        chunks = getattr(self, "_chunks", None)
+        if chunks is not None and hasattr(chunks, "close"):
+            chunks.close()
+            self._chunks = None
+
+    def _cleanup(self) -> None:
+        self._close_audio_source()
+        try:
+            os.unlink(self._tmp)
+        except FileNotFoundError:
+            pass
+
+    def __del__(self) -> None:  # a writer dropped without close(): leave no temp file behind
+        try:
+            if not self._closed and hasattr(self, "_tmp"):
+                self.abort()
+        except Exception:
+            pass

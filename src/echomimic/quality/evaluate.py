@@ -1,0 +1,251 @@
+"""Evaluate a talking-portrait video: lip-sync, mouth closure in pauses, opening range, identity.
+
+:func:`evaluate_video` decodes the mp4 (frames, and its own audio track unless an audio file is
+given), measures the face in every frame and returns a flat dict of figures. It streams the
+frames: memory does not grow with the length of the clip.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..errors import AudioError, ImageError, InvalidOption, VideoError
+from ..types import Audio
+from . import metrics
+from .measure import FaceMeasurer, iter_video_frames, measure_image, video_fps
+
+__all__ = ["evaluate_video", "load_audio", "load_image"]
+
+#: Sample rate the audio is analysed at.
+ANALYSIS_RATE = 16000
+#: At most this many frames (evenly spread) are compared with the photo for identity.
+IDENTITY_FRAMES = 32
+#: Inner-lip points whose unexplained motion is reported as ``mouth_jitter``.
+LIP_POINTS = (13, 14, 82, 87, 312, 317, 78, 308)
+
+
+def load_image(image: str | os.PathLike | np.ndarray) -> np.ndarray:
+    """An RGB uint8 array from a path (read with Pillow) or an array (checked)."""
+    if isinstance(image, np.ndarray):
+        a = image
+        if a.ndim == 2:
+            a = np.stack([a] * 3, axis=-1)
+        if a.ndim != 3 or a.shape[2] not in (3, 4) or a.dtype != np.uint8:
+            raise ImageError(f"expected an (H, W, 3) uint8 RGB image, got {a.dtype} {a.shape}")
+        return np.ascontiguousarray(a[:, :, :3])
+    from PIL import Image, UnidentifiedImageError
+
+    p = os.fspath(image)
+    if not os.path.isfile(p):
+        raise ImageError(f"image not found: {p}")
+    try:
+        with Image.open(p) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageError(f"cannot read image {p}: {exc}") from None
+
+
+def load_audio(path: str | os.PathLike, *, rate: int = ANALYSIS_RATE,
+               missing_ok: bool = False) -> tuple[np.ndarray | None, float]:
+    """Decode the first audio stream of ``path`` with PyAV to mono float32 at ``rate``.
+
+    Returns ``(samples, start)`` where ``start`` is the stream's first timestamp in seconds
+    (0 when unknown). With ``missing_ok``, a file without an audio stream gives ``(None, 0)``.
+    """
+    import av
+
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise AudioError(f"audio not found: {p}")
+    try:
+        container = av.open(p)
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise AudioError(f"cannot read audio {p}: {exc}") from None
+    try:
+        if not container.streams.audio:
+            if missing_ok:
+                return None, 0.0
+            raise AudioError(f"no audio stream in {p}")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        chunks: list[np.ndarray] = []
+        start: float | None = None
+        try:
+            for frame in container.decode(stream):
+                if start is None and frame.time is not None:
+                    start = float(frame.time)
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except av.FFmpegError as exc:
+            raise AudioError(f"cannot decode audio {p}: {exc}") from None
+    finally:
+        container.close()
+    samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    return samples, (start or 0.0)
+
+
+def _video_info(path: str | os.PathLike) -> tuple[float, float, int]:
+    """(fps, start time in seconds, estimated frame count) of the first video stream."""
+    import av
+
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise VideoError(f"video not found: {p}")
+    try:
+        container = av.open(p)
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise VideoError(f"cannot read video {p}: {exc}") from None
+    try:
+        if not container.streams.video:
+            raise VideoError(f"no video stream in {p}")
+        s = container.streams.video[0]
+        fps = video_fps(s)
+        start = float(s.start_time * s.time_base) if s.start_time is not None else 0.0
+        n = int(s.frames or 0)
+        if n <= 0:
+            dur = (float(s.duration * s.time_base) if s.duration is not None
+                   else (container.duration or 0) / 1e6)
+            n = int(round(dur * fps))
+    finally:
+        container.close()
+    return fps, start, n
+
+
+def _align(samples: np.ndarray, offset: float, rate: int) -> np.ndarray:
+    """Shift audio that starts ``offset`` seconds after the video so that index 0 = frame 0."""
+    k = int(round(offset * rate))
+    if k > 0:
+        return np.concatenate([np.zeros(k, samples.dtype), samples])
+    return samples[-k:] if k < 0 else samples
+
+
+def evaluate_video(video_path: str | os.PathLike, *, image: str | os.PathLike | np.ndarray |
+                   None = None, audio: str | os.PathLike | Audio | None = None,
+                   max_frames: int | None = None, identity: bool = True,
+                   outside_mask: np.ndarray | None = None) -> dict[str, Any]:
+    """Measure a generated video and return a flat dict of quality figures.
+
+    Args:
+        video_path: the mp4 (any format PyAV reads). Its own audio track is used unless
+            ``audio`` is given.
+        image: the source photo (path or RGB array); needed for identity and background.
+        audio: speech to compare with (path, or an :class:`~echomimic.types.Audio`), taken
+            as starting with the first video frame.
+        max_frames: measure only the first frames.
+        identity: compare faces with the photo using dlib (needs the ``quality`` extra).
+        outside_mask: (H, W) bool, True outside the person; with ``image``, reports how much
+            each frame differs from the photo there.
+
+    Returns keys (floats are NaN when a figure cannot be computed, e.g. no audio):
+    ``n_frames``, ``fps``, ``duration``, ``face_found_share``, ``has_audio``,
+    ``lipsync_loudness_r`` (Pearson r of lip gap and loudness at the best lag within ±3
+    frames), ``lipsync_lag_frames`` (> 0: the mouth lags the sound), ``silence_closure``
+    (share of pause frames with closed lips), ``pause_frames``, ``open_p5``/``open_p50``/
+    ``open_p95`` (lip gap over eye distance during speech), ``mouth_jitter``; with ``image``:
+    ``photo_lip_gap`` and, with ``identity``, ``identity_mean``/``identity_max`` (dlib
+    distances to the photo; < 0.6 is the same person) and ``identity_frames``; with
+    ``outside_mask``: ``background_max_abs``, ``background_share_max`` and
+    ``background_frames_changed``.
+    """
+    if max_frames is not None and max_frames < 1:
+        raise InvalidOption(f"max_frames must be at least 1, got {max_frames}")
+    fps, v_start, n_est = _video_info(video_path)
+    if max_frames is not None:
+        n_est = min(n_est, max_frames) if n_est else max_frames
+
+    photo = load_image(image) if image is not None else None
+    mask = None
+    if outside_mask is not None:
+        if photo is None:
+            raise InvalidOption("outside_mask needs the source image")
+        mask = np.asarray(outside_mask, dtype=bool)
+        if mask.shape != photo.shape[:2]:
+            raise InvalidOption(f"outside_mask is {mask.shape[1]}x{mask.shape[0]} but the image "
+                                f"is {photo.shape[1]}x{photo.shape[0]}")
+
+    # Audio, aligned so that sample 0 is the time of the first video frame.
+    if isinstance(audio, Audio):
+        samples, rate = np.asarray(audio.samples, np.float32), int(audio.sample_rate)
+    elif audio is not None:
+        samples, _ = load_audio(audio)
+        rate = ANALYSIS_RATE
+    else:
+        samples, a_start = load_audio(video_path, missing_ok=True)
+        rate = ANALYSIS_RATE
+        if samples is not None:
+            samples = _align(samples, a_start - v_start, rate)
+    if samples is not None and samples.size == 0:
+        samples = None
+
+    # One pass over the frames: face mesh on all, identity on a spread subset, background diff.
+    every = max(1, math.ceil(n_est / IDENTITY_FRAMES)) if n_est else 1
+    want_identity = identity and photo is not None
+    id_model = None
+    if want_identity:
+        from .identity import IdentityModel
+
+        id_model = IdentityModel()   # fails fast when the quality extra is missing
+    id_frames: list[np.ndarray] = []
+    bg: dict[str, float] = {"background_max_abs": 0, "background_share_max": 0.0,
+                            "background_frames_changed": 0}
+
+    def frames() -> Iterator[np.ndarray]:
+        for i, frame in enumerate(iter_video_frames(video_path, max_frames=max_frames)):
+            if want_identity and i % every == 0:
+                id_frames.append(frame)
+            if mask is not None:
+                if frame.shape != photo.shape:
+                    raise InvalidOption(
+                        f"video frames are {frame.shape[1]}x{frame.shape[0]} but the image is "
+                        f"{photo.shape[1]}x{photo.shape[0]}: cannot compare the background")
+                d = metrics.background_diff(frame, photo, mask)
+                bg["background_max_abs"] = max(bg["background_max_abs"], d["max_abs"])
+                bg["background_share_max"] = max(bg["background_share_max"], d["share"])
+                bg["background_frames_changed"] += int(d["n_diff"] > 0)
+            yield frame
+
+    with FaceMeasurer(static_image_mode=False) as measurer:
+        tracks = measurer.measure_frames(frames(), fps=fps)
+    n = tracks.n_frames
+    if n == 0:
+        raise VideoError(f"no frames could be decoded from {os.fspath(video_path)}")
+
+    out: dict[str, Any] = {
+        "n_frames": n,
+        "fps": float(fps),
+        "duration": n / float(fps),
+        "face_found_share": tracks.face_found_share,
+        "has_audio": samples is not None,
+    }
+    nan = float("nan")
+    if samples is not None:
+        env = metrics.loudness_envelope(samples, rate, fps, n)
+        pauses = metrics.speech_pauses(samples, rate, fps, n)
+        speaking = ~metrics.speech_pauses(samples, rate, fps, n, margin=0)
+        r, lag = metrics.best_lag_correlation(tracks.lip_gap, env, 3)
+        p5, p50, p95 = metrics.opening_percentiles(tracks.lip_gap, speaking)
+        out.update(lipsync_loudness_r=r, lipsync_lag_frames=int(lag),
+                   silence_closure=metrics.silence_closure(tracks.lip_gap, pauses),
+                   pause_frames=int(pauses.sum()), open_p5=p5, open_p50=p50, open_p95=p95)
+    else:
+        out.update(lipsync_loudness_r=nan, lipsync_lag_frames=0, silence_closure=nan,
+                   pause_frames=0, open_p5=nan, open_p50=nan, open_p95=nan)
+    out["mouth_jitter"] = metrics.jitter(tracks.landmarks, LIP_POINTS)
+
+    if photo is not None:
+        out["photo_lip_gap"] = float(measure_image(photo).lip_gap[0])
+        if id_model is not None:
+            d = id_model.distances(photo, id_frames)
+            ok = np.isfinite(d)
+            out["identity_mean"] = float(d[ok].mean()) if ok.any() else nan
+            out["identity_max"] = float(d[ok].max()) if ok.any() else nan
+            out["identity_frames"] = int(ok.sum())
+    if mask is not None:
+        out.update(bg)
+    return out
