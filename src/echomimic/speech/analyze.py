@@ -197,3 +197,33 @@ def analyze_speech(audio: Audio, *, lang: str = "auto", hop: float = 0.01) -> Sp
         pitch=fr.pitch.astype(np.float32), articulation=art, phones=phones, lang=used,
         method=method, meta=meta,
     )
+
+
+def speech_from_phones(audio: Audio, phones: list, *, hop: float = 0.01) -> Speech:
+    """A :class:`Speech` whose mouth timeline comes from known phone timing (for example the
+    phoneme events of the TTS that made ``audio``), with activity, loudness and pitch measured
+    from the audio. No recognition is involved."""
+    from .phonetics import is_pause
+
+    if audio is None or np.asarray(audio.samples).size == 0:
+        raise AudioError("audio is empty")
+    x = prepare(audio)
+    fr = measure(x, float(hop))
+    duration = len(x) / ANALYSIS_RATE
+    art = truth_curves(list(phones), duration, fr.hop_samples / ANALYSIS_RATE)
+    n = fr.n
+    for k in art:
+        a = np.asarray(art[k], np.float32)[:n]
+        if len(a) < n:
+            a = np.concatenate([a, np.full(n - len(a), a[-1] if len(a) else 0.0, np.float32)])
+        art[k] = a
+    act = np.zeros(n, np.float32)
+    t = (np.arange(n) + 0.5) * fr.hop_samples / ANALYSIS_RATE
+    for ph in phones:
+        if not is_pause(ph.label):
+            act[(t >= ph.start) & (t < ph.end)] = 1.0
+    art = _gate(art, act)
+    return Speech(duration=duration, hop=fr.hop_samples / ANALYSIS_RATE, activity=act,
+                  loudness=fr.loudness.astype(np.float32), pitch=fr.pitch.astype(np.float32),
+                  articulation=art, phones=list(phones), lang="tts", method="tts-events",
+                  meta={"noise_floor_db": round(fr.info["noise_floor_db"], 2)})

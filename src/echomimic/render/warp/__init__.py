@@ -1,0 +1,5 @@
+"""The default CPU renderer: warps the person's own photo."""
+
+from .renderer import WarpRenderer
+
+__all__ = ["WarpRenderer"]

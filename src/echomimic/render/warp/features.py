@@ -188,3 +188,94 @@ class MouthInterior:
         roi = img[y0:y1, x0:x1]
         out = roi.astype(np.float32) * (1 - mask[..., None]) + col * mask[..., None]
         roi[:] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def refine_inner_lips(img: np.ndarray, lm: np.ndarray, eye_dist: float) -> np.ndarray:
+    """Move the inner-lip points to the lips' real inner edges when the photo shows teeth or a
+    dark mouth between the lips.
+
+    On smiles with teeth, the face mesh often puts the inner upper lip on the teeth. The opening
+    is found from colour inside the outer-lip contour (teeth are less red than lips, the cavity is
+    darker) and the inner contours are pushed out to its top and bottom in each column.
+    """
+    from .rig import LOWER_INNER, LOWER_OUTER, UPPER_INNER, UPPER_OUTER
+
+    lm = np.asarray(lm, np.float64).copy()
+    ui, li = UPPER_INNER[1:-1], LOWER_INNER[1:-1]
+    gaps = lm[li, 1] - lm[ui, 1]
+    if float(np.max(gaps)) < 0.01 * eye_dist:
+        return lm
+    outer = np.concatenate([lm[UPPER_OUTER, :2], lm[LOWER_OUTER[::-1][1:-1], :2]])
+    inner = np.concatenate([lm[UPPER_INNER, :2], lm[LOWER_INNER[::-1][1:-1], :2]])
+    h, w = img.shape[:2]
+    x0 = max(0, int(np.floor(outer[:, 0].min())) - 2)
+    y0 = max(0, int(np.floor(outer[:, 1].min())) - 2)
+    x1 = min(w, int(np.ceil(outer[:, 0].max())) + 3)
+    y1 = min(h, int(np.ceil(outer[:, 1].max())) + 3)
+    if x1 - x0 < 6 or y1 - y0 < 4:
+        return lm
+    crop = np.ascontiguousarray(img[y0:y1, x0:x1])
+    lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
+    L, A = lab[..., 0], lab[..., 1]
+    om = np.zeros(crop.shape[:2], np.uint8)
+    cv2.fillPoly(om, [np.round(outer - [x0, y0]).astype(np.int32)], 1)
+    om = cv2.erode(om, np.ones((3, 3), np.uint8))
+    im = np.zeros_like(om)
+    cv2.fillPoly(im, [np.round(inner - [x0, y0]).astype(np.int32)], 1)
+    lip = (om > 0) & (cv2.dilate(im, np.ones((3, 3), np.uint8)) == 0)
+    ins = (im > 0) & (om > 0)
+    if lip.sum() < 10 or ins.sum() < 4:
+        return lm
+    wv = np.array([0.5, 1.0, 1.0], np.float32)                 # L counts half
+    labw = lab * wv
+    c_lip = np.median(labw[lip], axis=0)
+    inside_l = L[ins]
+    bright = ins & (L >= np.percentile(inside_l, 80))
+    c_teeth = np.median(labw[bright], axis=0)
+    l_lip = float(np.median(L[lip]))
+    dark = L < 0.5 * l_lip
+    if float(np.linalg.norm(c_lip - c_teeth)) >= 8.0:
+        d_lip = np.linalg.norm(labw - c_lip, axis=-1)
+        d_t = np.linalg.norm(labw - c_teeth, axis=-1)
+        opening = (om > 0) & ((d_t < d_lip) | dark)
+    else:
+        opening = (om > 0) & dark
+    rows = opening.shape[0]
+
+    def grow(c: int, y_mid: float, direction: int) -> float | None:
+        """From the middle of the mouth, walk up/down while the pixels look like teeth or
+        cavity; the last such row is the lip's inner edge in this column."""
+        if not (0 <= c < opening.shape[1]):
+            return None
+        y = int(round(y_mid)) - y0
+        if not (0 <= y < rows) or not opening[y, c]:
+            return None
+        miss = 0
+        last = y
+        while 0 <= y + direction < rows:
+            y += direction
+            if opening[y, c]:
+                last, miss = y, 0
+            else:
+                miss += 1
+                if miss > 1:
+                    break
+        return float(last + y0)
+
+    for i_up, i_lo in zip(ui, li):
+        c = int(round(0.5 * (lm[i_up, 0] + lm[i_lo, 0]))) - x0
+        mid = 0.5 * (lm[i_up, 1] + lm[i_lo, 1])
+        top = grow(c, mid, -1)
+        bot = grow(c, mid, +1)
+        if top is not None:
+            lm[i_up, 1] = min(lm[i_up, 1], top - 0.5)
+        if bot is not None:
+            lm[i_lo, 1] = max(lm[i_lo, 1], bot + 0.5)
+    # keep the inner contours inside the outer ones
+    for ii, oo in ((UPPER_INNER[1:-1], UPPER_OUTER[1:-1]), (LOWER_INNER[1:-1], LOWER_OUTER[1:-1])):
+        oy = np.interp(lm[ii, 0], lm[oo, 0][np.argsort(lm[oo, 0])], lm[oo, 1][np.argsort(lm[oo, 0])])
+        if ii is UPPER_INNER[1:-1] or ii == UPPER_INNER[1:-1]:
+            lm[ii, 1] = np.maximum(lm[ii, 1], oy + 0.5)
+        else:
+            lm[ii, 1] = np.minimum(lm[ii, 1], oy - 0.5)
+    return lm

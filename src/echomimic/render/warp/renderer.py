@@ -26,7 +26,7 @@ from scipy.sparse import csr_matrix
 from scipy.spatial import Delaunay
 
 from ...types import Portrait
-from .features import EyeLids, MouthInterior
+from .features import EyeLids, MouthInterior, refine_inner_lips
 from .rig import (
     EYE_L_LOWER, EYE_L_UPPER, EYE_R_LOWER, EYE_R_UPPER, FACE_OVAL, LOWER_INNER, LOWER_OUTER,
     UPPER_INNER, UPPER_OUTER, FaceFrame, Rig, face_triangles, smoothstep,
@@ -183,8 +183,9 @@ class WarpRenderer:
         self.tris = tris
 
         # ---- rest shape: a mouth that is open in the photo is closed once, exactly ----------
-        lm_rest, self.closed_from_open = self._closed_mouth(lm, frame)
-        rest = exact_warp(img, lm, lm_rest, tris) if self.closed_from_open else img
+        lm = refine_inner_lips(img, lm, E)
+        lm_src, lm_rest, self.closed_from_open = self._closed_mouth(lm, frame)
+        rest = exact_warp(img, lm_src, lm_rest, tris) if self.closed_from_open else img
         self.rig = Rig(lm_rest)
         self.lm_rest = lm_rest
 
@@ -331,13 +332,15 @@ class WarpRenderer:
 
     # ------------------------------------------------------------------------------------------
     @staticmethod
-    def _closed_mouth(lm: np.ndarray, frame: FaceFrame) -> tuple[np.ndarray, bool]:
-        """Landmarks with the lips closed, and whether the photo's mouth was open."""
+    def _closed_mouth(lm: np.ndarray, frame: FaceFrame) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(source points for the closing warp, landmarks with the lips closed, whether the
+        photo's mouth was open). The source inner-lip points are inset by a pixel or two so the
+        soft transition between lip and teeth is left behind rather than stretched."""
         uv = frame.to_local(lm[:, :2])
         ui, li = np.array(UPPER_INNER[1:-1]), np.array(LOWER_INNER[1:-1])
         gaps = uv[li, 1] - uv[ui, 1]
         if float(np.max(gaps)) <= 0.012:
-            return lm.copy(), False
+            return lm.copy(), lm.copy(), False
         E = frame.E
         over = 0.6 / E
         d = np.zeros((len(lm), 2))
@@ -353,7 +356,14 @@ class WarpRenderer:
         d[other, 1] -= 0.25 * gc * rig.w_jaw[other]
         out = lm.copy()
         out[:, :2] += frame.vec_to_pixels(d)
-        return out, True
+        inset = float(np.clip(0.012 * E, 1.0, 3.0)) / E
+        di = np.zeros((len(lm), 2))
+        open_ = gaps > 2 * inset
+        di[ui[open_], 1] -= inset
+        di[li[open_], 1] += inset
+        src = lm.copy()
+        src[:, :2] += frame.vec_to_pixels(di)
+        return src, out, True
 
     def _positions(self, m: dict[str, float]) -> np.ndarray:
         """Destination of every control point (ROI pixels)."""

@@ -1,0 +1,378 @@
+"""The one pipeline: inputs -> analyze -> drive -> mix -> render -> encode.
+
+Every front (CLI, Python API, REST worker, web UI) calls :func:`animate`. It reads top to bottom:
+
+1. **inputs** — the photo (by content, with size limits), the audio (any FFmpeg format), or text
+   (spoken offline with espeak-ng), or a motion file;
+2. **analyze** — the portrait (face mesh, person mask; cached by content hash) and the speech
+   (activity, loudness, pitch, mouth-shape timeline);
+3. **drive** — a lip-sync track from the speech and idle life (blinks, head, breathing);
+4. **mix** — one :class:`~echomimic.types.MotionTrack` by the driver precedence;
+5. **render** — frames one at a time by the chosen renderer plugin;
+6. **encode** — H.264 + AAC, while rendering (a second thread), so memory stays flat.
+
+Progress is reported through ``progress(stage, fraction)``; raising
+:class:`~echomimic.errors.Cancelled` from it stops the job cleanly (no partial output file).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import EchomimicError, InvalidOption
+from .types import Audio, MotionTrack, Portrait, Speech
+
+ProgressFn = Callable[[str, float], None]
+
+
+@dataclass
+class AnimateOptions:
+    """Options shared by every front (snake_case in Python/JSON, --kebab-case on the CLI)."""
+
+    fps: float = 25.0
+    crop: str = "none"                 # none | face
+    size: int = 512                    # side of the square when crop=face
+    max_side: int = 1920               # cap on the longer side of the output; 0 keeps it
+    seed: int = 0
+    lang: str = "auto"                 # speech language (recognition and TTS)
+    voice: str | None = None           # TTS voice (espeak-ng name); default from lang
+    rate: int = 175                    # TTS words per minute
+    pitch: int = 50                    # TTS pitch 0..99
+    expression_scale: float = 1.0
+    head_motion_scale: float = 1.0
+    blink_rate: float | None = None    # blinks per minute; None = natural
+    emotion: str = "neutral"
+    emotion_intensity: float = 0.5
+    drive: str = "all"
+    motion_scale: float = 1.0
+    loop: str = "pingpong"
+    face_index: int = 0
+    renderer: str = "warp"
+    weights: str | None = None
+    max_duration: float = 600.0        # seconds of audio accepted
+    max_pixels: int = 4096 * 4096      # pixels of the photo accepted
+    crf: int = 20
+    preset: str = "veryfast"
+
+    @classmethod
+    def from_kwargs(cls, **kw: Any) -> "AnimateOptions":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(kw) - names)
+        if unknown:
+            raise InvalidOption(f"unknown option(s): {', '.join(unknown)}")
+        opts = cls(**{k: v for k, v in kw.items() if v is not None or k in ("voice", "blink_rate", "weights")})
+        opts.validate()
+        return opts
+
+    def validate(self) -> None:
+        def bad(msg: str) -> None:
+            raise InvalidOption(msg)
+
+        if not (1 <= float(self.fps) <= 60):
+            bad(f"fps must be between 1 and 60, got {self.fps}")
+        if self.crop not in ("none", "face"):
+            bad(f"crop must be 'none' or 'face', got {self.crop!r}")
+        if not (64 <= int(self.size) <= 4096):
+            bad(f"size must be between 64 and 4096, got {self.size}")
+        if int(self.max_side) < 0 or (0 < int(self.max_side) < 64):
+            bad(f"max_side must be 0 or at least 64, got {self.max_side}")
+        if not (0 <= float(self.expression_scale) <= 3):
+            bad("expression_scale must be between 0 and 3")
+        if not (0 <= float(self.head_motion_scale) <= 3):
+            bad("head_motion_scale must be between 0 and 3")
+        if self.blink_rate is not None and not (0 <= float(self.blink_rate) <= 60):
+            bad("blink_rate must be between 0 and 60 blinks per minute")
+        if int(self.face_index) < 0:
+            bad("face_index must be >= 0")
+        if float(self.max_duration) <= 0:
+            bad("max_duration must be positive")
+        if self.emotion not in ("neutral",):
+            bad(f"emotion {self.emotion!r} is not available yet (only 'neutral')")
+        if self.drive != "all" or float(self.motion_scale) != 1.0:
+            pass  # video-driving controls; ignored without a driving video
+        if not (0 <= int(self.crf) <= 51):
+            bad("crf must be between 0 and 51")
+
+
+@dataclass
+class AnimateResult:
+    output: Path
+    duration: float
+    fps: float
+    n_frames: int
+    width: int
+    height: int
+    timings: dict[str, float]
+    motion: MotionTrack
+    speech_method: str = ""
+    lang: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("motion")
+        d["output"] = str(self.output)
+        return d
+
+
+# ------------------------------------------------------------------------------------------------
+# stages
+# ------------------------------------------------------------------------------------------------
+
+
+def load_portrait(image: Any, opts: AnimateOptions) -> Portrait:
+    """Inputs + analysis of the photo: decode, analyze (cached), crop/resize to the output frame."""
+    from .analysis import analyze_cached, prepare_portrait
+    from .media import load_image
+
+    rgb, digest = image if isinstance(image, tuple) else load_image(image, max_pixels=int(opts.max_pixels))
+    fa = analyze_cached(rgb, content_hash=digest, face_index=int(opts.face_index))
+    return prepare_portrait(rgb, fa, crop=opts.crop, size=int(opts.size), max_side=int(opts.max_side))
+
+
+def load_speech(*, audio: Any = None, text: str | None = None,
+                opts: AnimateOptions) -> tuple[Speech, Any]:
+    """The speech timeline and the audio source to mux (a path, bytes, or an Audio)."""
+    from .media import load_audio
+    from .speech import analyze_speech, speech_from_phones, synthesize
+
+    if text is not None:
+        if not str(text).strip():
+            raise InvalidOption("text is empty")
+        lang = opts.lang if opts.lang != "auto" else "en"
+        tts_audio, phones = synthesize(str(text), lang=lang, voice=opts.voice,
+                                       rate=int(opts.rate), pitch=int(opts.pitch))
+        if tts_audio.duration > float(opts.max_duration):
+            from .errors import AudioTooLong
+
+            raise AudioTooLong(f"the spoken text lasts {tts_audio.duration:.0f} s, over the "
+                               f"limit of {opts.max_duration:.0f} s")
+        return speech_from_phones(tts_audio, phones), tts_audio
+    a = audio if isinstance(audio, Audio) else load_audio(audio, sample_rate=16000,
+                                                         max_duration=float(opts.max_duration))
+    return analyze_speech(a, lang=opts.lang), audio
+
+
+def drive(*, speech: Speech | None, motion: MotionTrack | None, n_frames: int,
+          opts: AnimateOptions) -> MotionTrack:
+    """Driver tracks mixed into one, by the precedence of the design: lips from speech; the rest
+    from a motion file when given, else idle life; scales last."""
+    from .motion import idle_track, lipsync_track, mix_tracks, quantize
+
+    fps = float(opts.fps)
+    lips = None
+    if speech is not None:
+        lips = lipsync_track(speech, n_frames, fps, expression_scale=float(opts.expression_scale))
+    if motion is not None:
+        base = motion
+    else:
+        base = idle_track(n_frames, fps, seed=int(opts.seed), speech=speech,
+                          head_motion_scale=float(opts.head_motion_scale),
+                          blink_rate=opts.blink_rate, expression_scale=float(opts.expression_scale))
+    mixed = mix_tracks(speech=lips, base=base, n_frames=n_frames, fps=fps)
+    mixed.meta.update({"seed": int(opts.seed), "renderer": opts.renderer})
+    if speech is not None:
+        mixed.meta["speech"] = {"method": speech.method, "lang": speech.lang}
+    return quantize(mixed)
+
+
+class _Encoder(threading.Thread):
+    """Encodes frames from a bounded queue on a second thread (x264 and swscale release the GIL)."""
+
+    def __init__(self, writer):
+        super().__init__(daemon=True, name="echomimic-encoder")
+        self.writer = writer
+        self.q: queue.Queue = queue.Queue(maxsize=6)
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        while True:
+            frame = self.q.get()
+            if frame is None:
+                return
+            if self.error is not None:
+                continue
+            t = time.perf_counter()
+            try:
+                self.writer.write(frame)
+            except BaseException as exc:  # surfaced on the main thread
+                self.error = exc
+            self.seconds += time.perf_counter() - t
+
+    def put(self, frame: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(frame)
+
+    def finish(self) -> None:
+        self.q.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLike, *,
+                 audio: Any, opts: AnimateOptions, progress: ProgressFn | None = None,
+                 preview_every: int = 0) -> tuple[dict[str, float], dict[str, Any], list[np.ndarray]]:
+    """Render ``track`` on ``portrait`` and encode it with ``audio`` to ``output``."""
+    from .media import Mp4Writer
+    from .render import get_renderer
+
+    t0 = time.perf_counter()
+    cls = get_renderer(opts.renderer)
+    renderer = cls(portrait) if opts.weights is None else cls(portrait, weights=opts.weights)
+    setup = time.perf_counter() - t0
+    h, w = portrait.image.shape[:2]
+    writer = Mp4Writer(output, w, h, float(opts.fps), audio=audio, crf=int(opts.crf), preset=opts.preset)
+    enc = _Encoder(writer)
+    enc.start()
+    render_s = 0.0
+    previews: list[np.ndarray] = []
+    n = track.n_frames
+    chans = track.channels
+    values = track.values
+    ok = False
+    try:
+        step = max(1, n // 200)
+        for i in range(n):
+            t = time.perf_counter()
+            frame = renderer.render(dict(zip(chans, values[i].tolist())))
+            render_s += time.perf_counter() - t
+            if preview_every and i % preview_every == 0:
+                previews.append(frame.copy())
+            enc.put(frame)
+            if progress is not None and (i % step == 0 or i == n - 1):
+                progress("render", (i + 1) / n)
+        t = time.perf_counter()
+        enc.finish()
+        info = writer.close()
+        tail = time.perf_counter() - t
+        ok = True
+    finally:
+        if not ok:
+            try:
+                enc.q.put_nowait(None)
+            except queue.Full:
+                pass
+            writer.abort()
+    timings = {"render_setup": setup, "render": render_s, "encode": enc.seconds + tail}
+    return timings, info, previews
+
+
+# ------------------------------------------------------------------------------------------------
+# the public entry point
+# ------------------------------------------------------------------------------------------------
+
+
+def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: Any = None,
+            text: str | None = None, transcript: str | None = None, prompt: str | None = None,
+            motion: Any = None, motion_out: str | os.PathLike | None = None,
+            preview: str | os.PathLike | None = None, progress: ProgressFn | None = None,
+            **options: Any) -> AnimateResult:
+    """Make a talking-portrait video.
+
+    Args:
+        image: the portrait (path or bytes; PNG, JPEG, WebP, … recognised by content).
+        output: path of the mp4 to write (written atomically).
+        audio: speech audio (path or bytes; any format FFmpeg decodes), or an ``Audio``.
+        video: a driving video (not available yet in this version).
+        text: text to speak (offline TTS); the mouth follows its exact phoneme timing.
+        transcript, prompt: reserved for transcript-guided lip-sync and prompt actions.
+        motion: a motion file path or :class:`MotionTrack`; alone it reproduces its frames.
+        motion_out: where to save the motion track that was rendered (versioned JSON).
+        preview: where to save a contact sheet (PNG) of frames across the clip.
+        progress: ``progress(stage, fraction)`` callback; raise ``Cancelled`` in it to stop.
+        **options: see :class:`AnimateOptions` (fps, crop, size, max_side, seed, lang, voice,
+            rate, pitch, expression_scale, head_motion_scale, blink_rate, face_index, …).
+
+    Returns:
+        :class:`AnimateResult` with the output path, duration, fps, frame count, per-stage
+        timings (seconds) and the motion track.
+    """
+    from .motion import load_motion
+
+    opts = AnimateOptions.from_kwargs(**options)
+    if video is not None:
+        raise InvalidOption("driving by video is not available in this version")
+    if transcript is not None or prompt is not None:
+        raise InvalidOption("transcript and prompt are not available in this version")
+    if audio is not None and text is not None:
+        raise InvalidOption("give either audio or text, not both")
+    if audio is None and text is None and motion is None:
+        raise InvalidOption("nothing drives the portrait: give audio, text or a motion file")
+    out = Path(output)
+    if out.suffix.lower() != ".mp4":
+        raise InvalidOption(f"the output must be an .mp4 file, got {out.name!r}")
+    if out.exists() and out.is_dir():
+        raise InvalidOption(f"the output {str(out)!r} is a directory")
+    if not out.parent.exists():
+        raise InvalidOption(f"the output folder {str(out.parent)!r} does not exist")
+
+    report = progress or (lambda stage, frac: None)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    report("analyze", 0.0)
+    portrait = load_portrait(image, opts)
+    timings["analyze_image"] = time.perf_counter() - t
+
+    track_in: MotionTrack | None = None
+    if motion is not None:
+        track_in = motion if isinstance(motion, MotionTrack) else load_motion(motion)
+    speech, audio_src = None, None
+    t = time.perf_counter()
+    if audio is not None or text is not None:
+        speech, audio_src = load_speech(audio=audio, text=text, opts=opts)
+    timings["analyze_audio"] = time.perf_counter() - t
+    report("analyze", 1.0)
+
+    fps = float(opts.fps)
+    if speech is not None:
+        n_frames = max(1, int(round(speech.duration * fps)))
+    else:
+        n_frames = int(round(track_in.n_frames * fps / track_in.fps))
+    t = time.perf_counter()
+    if track_in is not None and speech is None and abs(track_in.fps - fps) < 1e-9:
+        from .motion import quantize
+
+        track = quantize(track_in)            # --motion alone: exactly its frames
+    else:
+        track = drive(speech=speech, motion=track_in, n_frames=n_frames, opts=opts)
+    timings["motion"] = time.perf_counter() - t
+    if motion_out is not None:
+        from .motion import save_motion
+
+        save_motion(track, motion_out)
+    report("motion", 1.0)
+
+    every = max(1, track.n_frames // 8) if preview is not None else 0
+    rt, info, previews = render_video(portrait, track, out, audio=audio_src, opts=opts,
+                                      progress=progress, preview_every=every)
+    timings.update(rt)
+    if preview is not None and previews:
+        from .media import contact_sheet, save_png
+
+        labels = [f"{i * every / fps:.1f}s" for i in range(len(previews))]
+        save_png(preview, contact_sheet(previews, cols=4, labels=labels))
+    report("done", 1.0)
+    h, w = portrait.image.shape[:2]
+    return AnimateResult(
+        output=Path(info.get("path", out)), duration=track.n_frames / fps, fps=fps,
+        n_frames=track.n_frames, width=int(info.get("width", w)), height=int(info.get("height", h)),
+        timings=timings, motion=track,
+        speech_method=speech.method if speech is not None else "",
+        lang=speech.lang if speech is not None else "",
+        meta={"closed_mouth_from_open": None, "face_box": portrait.face_box},
+    )
+
+
+__all__ = ["AnimateOptions", "AnimateResult", "animate", "drive", "load_portrait", "load_speech",
+           "render_video", "EchomimicError"]
