@@ -187,9 +187,10 @@ def drive(*, speech: Speech | None, motion: MotionTrack | None, n_frames: int,
 class _Encoder(threading.Thread):
     """Encodes frames from a bounded queue on a second thread (x264 and swscale release the GIL)."""
 
-    def __init__(self, writer):
+    def __init__(self, writer, recycle: "queue.Queue | None" = None):
         super().__init__(daemon=True, name="echomimic-encoder")
         self.writer = writer
+        self.recycle = recycle
         self.q: queue.Queue = queue.Queue(maxsize=6)
         self.error: BaseException | None = None
         self.seconds = 0.0
@@ -207,6 +208,8 @@ class _Encoder(threading.Thread):
             except BaseException as exc:  # surfaced on the main thread
                 self.error = exc
             self.seconds += time.perf_counter() - t
+            if self.recycle is not None:
+                self.recycle.put(frame)
 
     def put(self, frame: np.ndarray) -> None:
         if self.error is not None:
@@ -233,7 +236,13 @@ def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLi
     setup = time.perf_counter() - t0
     h, w = portrait.image.shape[:2]
     writer = Mp4Writer(output, w, h, float(opts.fps), audio=audio, crf=int(opts.crf), preset=opts.preset)
-    enc = _Encoder(writer)
+    # frame buffers that hold the photo; a renderer that can, writes only what moves into them
+    pool: queue.Queue | None = None
+    if hasattr(renderer, "render_into"):
+        pool = queue.Queue()
+        for _ in range(10):
+            pool.put(portrait.image.copy())
+    enc = _Encoder(writer, pool)
     enc.start()
     render_s = 0.0
     previews: list[np.ndarray] = []
@@ -245,7 +254,11 @@ def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLi
         step = max(1, n // 200)
         for i in range(n):
             t = time.perf_counter()
-            frame = renderer.render(dict(zip(chans, values[i].tolist())))
+            m = dict(zip(chans, values[i].tolist()))
+            if pool is not None:
+                frame = renderer.render_into(m, pool.get())
+            else:
+                frame = renderer.render(m)
             render_s += time.perf_counter() - t
             if preview_every and i % preview_every == 0:
                 previews.append(frame.copy())
@@ -353,7 +366,7 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
         save_motion(track, motion_out)
     report("motion", 1.0)
 
-    every = max(1, track.n_frames // 8) if preview is not None else 0
+    every = max(1, -(-track.n_frames // 8)) if preview is not None else 0
     rt, info, previews = render_video(portrait, track, out, audio=audio_src, opts=opts,
                                       progress=progress, preview_every=every)
     timings.update(rt)

@@ -20,7 +20,7 @@ from .rig import smoothstep
 class EyeLids:
     """Analytic lid motion of one eye, in the rest image's pixel coordinates."""
 
-    def __init__(self, upper: np.ndarray, lower: np.ndarray):
+    def __init__(self, upper: np.ndarray, lower: np.ndarray, brow: np.ndarray | None = None):
         upper = np.asarray(upper, np.float64)[:, :2]
         lower = np.asarray(lower, np.float64)[:, :2]
         c0, c1 = upper[0], upper[-1]
@@ -40,6 +40,12 @@ class EyeLids:
         h = np.interp(grid, self.lo_u, self.lo_v) - np.interp(grid, self.up_u, self.up_v)
         self.hmax = float(max(h.max(), 1.0))
         self.crease = 1.4 * self.hmax          # lid skin above the margin that stretches
+        if brow is not None and len(brow):
+            bu, bv = self._uv(np.asarray(brow, np.float64)[:, :2])
+            gap = np.interp(bu, self.up_u, self.up_v) - bv          # lid to brow, per brow point
+            gap = gap[(bu > 0) & (bu < self.length)]
+            if gap.size:
+                self.crease = float(np.clip(0.7 * gap.min(), 0.6 * self.hmax, 1.4 * self.hmax))
         self.below = 0.9 * self.hmax           # skin under the lower lid that stretches
         pts = np.concatenate([upper, lower])
         pad = np.array([0.0, 0.0])
@@ -77,7 +83,10 @@ class EyeLids:
         vs = v.copy()
         a = (v >= y_cr) & (v < y_m) & inside
         den = np.maximum(y_m - y_cr, 1e-6)
-        vs[a] = y_cr[a] + (v[a] - y_cr[a]) * (y_up[a] - y_cr[a]) / den[a]
+        # the lid skin stretches more near the crease than at the lashes, which stay a thin line
+        t = (v[a] - y_cr[a]) / den[a]
+        k = 1.0 + 0.6 * blink * np.clip(h[a] / self.hmax, 0.0, 1.0) ** 2
+        vs[a] = y_cr[a] + (y_up[a] - y_cr[a]) * t ** k
         b = (v > y_lo2) & (v <= y_ls) & inside
         den2 = np.maximum(y_ls - y_lo2, 1e-6)
         vs[b] = y_ls[b] - (y_ls[b] - v[b]) * (y_ls[b] - y_lo[b]) / den2[b]

@@ -28,7 +28,7 @@ from scipy.spatial import Delaunay
 from ...types import Portrait
 from .features import EyeLids, MouthInterior, refine_inner_lips
 from .rig import (
-    EYE_L_LOWER, EYE_L_UPPER, EYE_R_LOWER, EYE_R_UPPER, FACE_OVAL, LOWER_INNER, LOWER_OUTER,
+    BROW_L_LOWER, BROW_R_LOWER, EYE_L_LOWER, EYE_L_UPPER, EYE_R_LOWER, EYE_R_UPPER, FACE_OVAL, LOWER_INNER, LOWER_OUTER,
     UPPER_INNER, UPPER_OUTER, FaceFrame, Rig, face_triangles, smoothstep,
 )
 
@@ -203,14 +203,19 @@ class WarpRenderer:
         pm = (np.asarray(portrait.person_mask) > 0.5).astype(np.uint8)
         oval = lm_rest[FACE_OVAL, :2]
         cv2.fillPoly(pm, [np.round(oval).astype(np.int32)], 1)
-        k = 2 * margin + 1
+        # the displacement ramps from 0, a few grid cells inside the edge of the dilated mask, to
+        # 1 a margin further in: cells that touch the edge carry exactly zero displacement, so
+        # every pixel outside the mask is copied, never resampled
+        gc = int(max(2, round(E / 28)))
+        self.grid_step = gc
+        guard = 2 * gc + 2
+        k = 2 * (margin + guard) + 1
         dil = cv2.dilate(pm, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
         self.dilated_mask = dil.astype(bool)                    # full frame: what may change
         dil_roi = dil[ry0:ry1, rx0:rx1]
         padded = np.pad(dil_roi, 1)
         dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
-        self.falloff = smoothstep(dist / margin).astype(np.float32)   # 1 inside, 0 at the edge
-        self.change_roi = dil_roi.astype(bool)
+        self.falloff = smoothstep((dist - guard) / margin).astype(np.float32)
         self.rest_roi = np.ascontiguousarray(rest[ry0:ry1, rx0:rx1])
 
         # ---- control points (ROI coordinates) ------------------------------------------------
@@ -298,7 +303,6 @@ class WarpRenderer:
         self.all_tris = all_tris
 
         # ---- grids ---------------------------------------------------------------------------
-        gc = int(max(2, round(E / 28)))
         gf = int(max(1, round(E / 110)))
         self.grid = _Grid(0, 0, rw, rh, gc)
         mu = lm_rest[UPPER_OUTER + LOWER_OUTER, :2] - off[:2]
@@ -324,11 +328,11 @@ class WarpRenderer:
 
         # ---- eyes and mouth --------------------------------------------------------------------
         lr = lm_rest - off
-        self.eye_r = EyeLids(lr[EYE_R_UPPER], lr[EYE_R_LOWER])
-        self.eye_l = EyeLids(lr[EYE_L_UPPER], lr[EYE_L_LOWER])
+        self.eye_r = EyeLids(lr[EYE_R_UPPER], lr[EYE_R_LOWER], lr[BROW_R_LOWER])
+        self.eye_l = EyeLids(lr[EYE_L_UPPER], lr[EYE_L_LOWER], lr[BROW_L_LOWER])
         self.mouth = MouthInterior(self.rest_roi, lr[UPPER_OUTER + LOWER_OUTER], E)
-        self.base_x, self.base_y = np.meshgrid(np.arange(rw, dtype=np.float32),
-                                               np.arange(rh, dtype=np.float32))
+        bx, by = np.meshgrid(np.arange(rw, dtype=np.float32), np.arange(rh, dtype=np.float32))
+        self.base = np.ascontiguousarray(np.stack([bx, by], -1))
 
     # ------------------------------------------------------------------------------------------
     @staticmethod
@@ -421,24 +425,38 @@ class WarpRenderer:
         fx0, fy0, fx1, fy1 = f.box
         sub = D[fy0:fy1, fx0:fx1]
         sub += (Df - sub) * self.fine_alpha[..., None]
-        mx = self.base_x + D[..., 0]
-        my = self.base_y + D[..., 1]
+        M = self.base + D
         look = float(m.get("eyeLookOutLeft", 0.0)) - float(m.get("eyeLookInLeft", 0.0))
         look_r = float(m.get("eyeLookInRight", 0.0)) - float(m.get("eyeLookOutRight", 0.0))
-        # eyes: subject's right eye is on the image's left
-        self.eye_r.remap(mx, my, m.get("eyeBlinkRight", 0.0), m.get("eyeSquintRight", 0.0), look_r)
-        self.eye_l.remap(mx, my, m.get("eyeBlinkLeft", 0.0), m.get("eyeSquintLeft", 0.0), look)
-        out = cv2.remap(self.rest_roi, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        reach = float(np.abs(dc).max()) + 3.0
+        rh, rw = M.shape[:2]
+        # eyes (subject's right eye is on the image's left), on a window around each eye
+        for eye, b, q, lk in ((self.eye_r, "eyeBlinkRight", "eyeSquintRight", look_r),
+                              (self.eye_l, "eyeBlinkLeft", "eyeSquintLeft", look)):
+            bl, sq = float(m.get(b, 0.0)), float(m.get(q, 0.0))
+            if bl < 1e-3 and sq < 1e-3 and abs(lk) < 1e-3:
+                continue
+            wx0 = max(0, int(eye.box_min[0] - reach))
+            wy0 = max(0, int(eye.box_min[1] - reach))
+            wx1 = min(rw, int(eye.box_max[0] + reach) + 1)
+            wy1 = min(rh, int(eye.box_max[1] + reach) + 1)
+            if wx1 > wx0 and wy1 > wy0:
+                win = M[wy0:wy1, wx0:wx1]
+                eye.remap(win[..., 0], win[..., 1], bl, sq, lk)
+        out = cv2.remap(self.rest_roi, M, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         up = dst[UPPER_INNER]
         lo = dst[LOWER_INNER]
         self.mouth.paint(out, up, lo)
         return out
 
+    def render_into(self, m: dict[str, float], frame: np.ndarray) -> np.ndarray:
+        """Render into ``frame``, a buffer that already holds the photo (only the region of
+        interest is written). Returns ``frame``."""
+        x0, y0, x1, y1 = self.roi
+        frame[y0:y1, x0:x1] = self.render_roi(m)
+        return frame
+
     def render(self, m: dict[str, float]) -> np.ndarray:
         """A full frame (RGB uint8, the photo's size). Outside the dilated person mask it equals
         the photo exactly."""
-        roi = self.render_roi(m)
-        x0, y0, x1, y1 = self.roi
-        frame = self.photo.copy()
-        np.copyto(frame[y0:y1, x0:x1], roi, where=self.change_roi[..., None])
-        return frame
+        return self.render_into(m, self.photo.copy())
