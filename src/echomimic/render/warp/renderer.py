@@ -209,8 +209,9 @@ class WarpRenderer:
         gc = int(max(2, round(E / 28)))
         self.grid_step = gc
         guard = 2 * gc + 2
-        k = 2 * (margin + guard) + 1
-        dil = cv2.dilate(pm, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        # dilation by a disc of radius margin + guard (a distance transform: fast at any radius)
+        dist_out = cv2.distanceTransform((pm == 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        dil = (dist_out <= margin + guard).astype(np.uint8)
         self.dilated_mask = dil.astype(bool)                    # full frame: what may change
         dil_roi = dil[ry0:ry1, rx0:rx1]
         padded = np.pad(dil_roi, 1)
