@@ -304,7 +304,7 @@ class WarpRenderer:
         self.all_tris = all_tris
 
         # ---- grids ---------------------------------------------------------------------------
-        gf = int(max(1, round(E / 110)))
+        gf = int(max(1, round(E / 75)))
         self.grid = _Grid(0, 0, rw, rh, gc)
         mu = lm_rest[UPPER_OUTER + LOWER_OUTER, :2] - off[:2]
         mcx = float(mu[:, 0].mean())
@@ -422,7 +422,7 @@ class WarpRenderer:
         dc = self.grid.forward(disp)
         D = self.grid.upsample(self.grid.backward(dc))
         f = self.fine
-        Df = f.upsample(f.backward(f.forward(disp), iterations=6, outer=(self.grid, dc)))
+        Df = f.upsample(f.backward(f.forward(disp), iterations=5, outer=(self.grid, dc)))
         fx0, fy0, fx1, fy1 = f.box
         sub = D[fy0:fy1, fx0:fx1]
         sub += (Df - sub) * self.fine_alpha[..., None]
