@@ -194,13 +194,14 @@ class _Encoder(threading.Thread):
         self.q: queue.Queue = queue.Queue(maxsize=6)
         self.error: BaseException | None = None
         self.seconds = 0.0
+        self.stopping = False
 
     def run(self) -> None:
         while True:
             frame = self.q.get()
             if frame is None:
                 return
-            if self.error is not None:
+            if self.error is not None or self.stopping:
                 continue
             t = time.perf_counter()
             try:
@@ -221,6 +222,17 @@ class _Encoder(threading.Thread):
         self.join()
         if self.error is not None:
             raise self.error
+
+    def stop(self) -> None:
+        """Drop what is queued and wait for the thread (before the writer is aborted)."""
+        self.stopping = True
+        while True:
+            try:
+                self.q.get_nowait()
+            except queue.Empty:
+                break
+        self.q.put(None)
+        self.join()
 
 
 def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLike, *,
@@ -272,10 +284,7 @@ def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLi
         ok = True
     finally:
         if not ok:
-            try:
-                enc.q.put_nowait(None)
-            except queue.Full:
-                pass
+            enc.stop()
             writer.abort()
     timings = {"render_setup": setup, "render": render_s, "encode": enc.seconds + tail}
     return timings, info, previews

@@ -17,6 +17,10 @@ import numpy as np
 from .rig import smoothstep
 
 
+#: how much more the lid skin stretches near the crease than at the lashes (0 = evenly)
+LID_CURVE = 1.2
+
+
 class EyeLids:
     """Analytic lid motion of one eye, in the rest image's pixel coordinates."""
 
@@ -85,7 +89,7 @@ class EyeLids:
         den = np.maximum(y_m - y_cr, 1e-6)
         # the lid skin stretches more near the crease than at the lashes, which stay a thin line
         t = (v[a] - y_cr[a]) / den[a]
-        k = 1.0 + 0.6 * blink * np.clip(h[a] / self.hmax, 0.0, 1.0) ** 2
+        k = 1.0 + LID_CURVE * blink * np.clip(h[a] / self.hmax, 0.0, 1.0) ** 2
         vs[a] = y_cr[a] + (y_up[a] - y_cr[a]) * t ** k
         b = (v > y_lo2) & (v <= y_ls) & inside
         den2 = np.maximum(y_ls - y_lo2, 1e-6)
@@ -112,6 +116,10 @@ def _chaikin(p: np.ndarray, iterations: int = 2) -> np.ndarray:
     return p
 
 
+#: closed-lip line: thickness (x eye distance), opacity, darkness (x the skin under it)
+LIP_LINE = [0.010, 0.7, 0.4]
+
+
 class MouthInterior:
     """Paints the inside of an open mouth between the inner-lip contours."""
 
@@ -129,6 +137,34 @@ class MouthInterior:
         self.teeth = np.array([214, 205, 190], np.float32) * min(1.0, 0.8 * self.light + 0.2)
         self.tongue = np.clip(self.lip * 0.8 + np.array([18, -4, -2]), 0, 255)
 
+    def lip_line(self, img: np.ndarray, upper: np.ndarray, lower: np.ndarray, strength: float = 1.0) -> None:
+        """The soft shadow where closed lips meet (what a closed mouth shows, and what a face
+        tracker reads as closed)."""
+        mid = 0.5 * (upper + lower)
+        h, w = img.shape[:2]
+        th = max(0.8, LIP_LINE[0] * self.E)
+        x0 = max(0, int(mid[:, 0].min() - 2 * th))
+        x1 = min(w, int(mid[:, 0].max() + 2 * th) + 1)
+        y0 = max(0, int(mid[:, 1].min() - 2 * th))
+        y1 = min(h, int(mid[:, 1].max() + 2 * th) + 1)
+        if x1 - x0 < 2 or y1 - y0 < 1:
+            return
+        S = 4
+        m = np.zeros(((y1 - y0) * S, (x1 - x0) * S), np.uint8)
+        pts = np.round((mid - [x0, y0]) * S + (S - 1) / 2).astype(np.int32)
+        cv2.polylines(m, [pts], False, 255, thickness=max(1, int(round(th * S))), lineType=cv2.LINE_AA)
+        a = cv2.resize(m, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        a = cv2.GaussianBlur(a, (0, 0), max(0.6, 0.35 * th))
+        xs = np.arange(x0, x1, dtype=np.float64)
+        xc = 0.5 * (upper[0, 0] + upper[-1, 0])
+        half = max(0.5 * abs(upper[-1, 0] - upper[0, 0]), 1.0)
+        taper = np.clip(1.0 - np.abs((xs - xc) / half) ** 4, 0.0, 1.0)[None, :]
+        alpha = (LIP_LINE[1] * strength) * np.clip(a * 1.4, 0, 1) * taper
+        roi = img[y0:y1, x0:x1].astype(np.float32)
+        dark = roi * LIP_LINE[2]
+        roi += (dark - roi) * alpha[..., None]
+        img[y0:y1, x0:x1] = np.clip(roi + 0.5, 0, 255).astype(np.uint8)
+
     def paint(self, img: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> None:
         """``upper``/``lower``: inner-lip contours (corner to corner, same corners), pixels in
         ``img``'s coordinates. Paints in place."""
@@ -143,7 +179,8 @@ class MouthInterior:
         if x1 - x0 < 2 or y1 - y0 < 2:
             return
         gap = lower[1:-1, 1] - upper[1:-1, 1]
-        if gap.size == 0 or float(gap.max()) < 0.35:
+        gmax = float(gap.max()) if gap.size else 0.0
+        if gap.size == 0 or gmax < 0.35:
             return
         S = 4  # supersampled polygon for clean edges
         bw, bh = x1 - x0, y1 - y0

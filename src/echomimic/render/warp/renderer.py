@@ -107,6 +107,10 @@ def exact_warp(img: np.ndarray, src: np.ndarray, dst: np.ndarray, tris: np.ndarr
     return out
 
 
+#: share of a photo's lip gap closed by the upper lip (the jaw and lower lip close the rest)
+CLOSE_SPLIT = 0.2
+
+
 class _Grid:
     """A regular grid of cell centres over a box of the ROI and its interpolation matrix.
 
@@ -332,6 +336,9 @@ class WarpRenderer:
         self.eye_r = EyeLids(lr[EYE_R_UPPER], lr[EYE_R_LOWER], lr[BROW_R_LOWER])
         self.eye_l = EyeLids(lr[EYE_L_UPPER], lr[EYE_L_LOWER], lr[BROW_L_LOWER])
         self.mouth = MouthInterior(self.rest_roi, lr[UPPER_OUTER + LOWER_OUTER], E)
+        # the soft shadow where the closed lips meet is part of the rest image: it moves with the
+        # lips and becomes their inner edges when the mouth opens
+        self.mouth.lip_line(self.rest_roi, lr[UPPER_INNER, :2], lr[LOWER_INNER, :2])
         bx, by = np.meshgrid(np.arange(rw, dtype=np.float32), np.arange(rh, dtype=np.float32))
         self.base = np.ascontiguousarray(np.stack([bx, by], -1))
 
@@ -349,16 +356,16 @@ class WarpRenderer:
         E = frame.E
         over = 0.6 / E
         d = np.zeros((len(lm), 2))
-        d[ui, 1] += 0.45 * gaps + over
-        d[li, 1] -= 0.55 * gaps + over
+        d[ui, 1] += CLOSE_SPLIT * gaps + over
+        d[li, 1] -= (1 - CLOSE_SPLIT) * gaps + over
         gc = float(np.max(gaps))
         rig = Rig(lm)
         uo, lo = np.array(UPPER_OUTER[1:-1]), np.array(LOWER_OUTER[1:-1])
-        d[uo, 1] += 0.25 * gc * rig.bell[uo]
-        d[lo, 1] -= 0.40 * gc * rig.bell[lo]
+        d[uo, 1] += 0.5 * CLOSE_SPLIT * gc * rig.bell[uo]
+        d[lo, 1] -= 0.75 * (1 - CLOSE_SPLIT) * gc * rig.bell[lo]
         other = np.ones(len(lm), bool)
         other[list(ui) + list(li) + list(uo) + list(lo)] = False
-        d[other, 1] -= 0.25 * gc * rig.w_jaw[other]
+        d[other, 1] -= 0.45 * (1 - CLOSE_SPLIT) * gc * rig.w_jaw[other]
         out = lm.copy()
         out[:, :2] += frame.vec_to_pixels(d)
         inset = float(np.clip(0.012 * E, 1.0, 3.0)) / E

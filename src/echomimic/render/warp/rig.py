@@ -182,6 +182,10 @@ class Rig:
         d[:, 0] -= 0.06 * jaw * du * self.w_jaw * (1 - close)
         d[UPPER_INNER[1:-1], 1] -= 0.045 * jaw * (1 - close) * self.bell[UPPER_INNER[1:-1]]
         d[UPPER_OUTER[1:-1], 1] -= 0.02 * jaw * (1 - close) * self.bell[UPPER_OUTER[1:-1]]
+        # closed lips press together a little (a firm line, not a slack gap)
+        press = close * (1 - min(1.0, 4.0 * jaw))
+        d[UPPER_INNER[1:-1], 1] += 0.006 * press * self.bell[UPPER_INNER[1:-1]]
+        d[LOWER_INNER[1:-1], 1] -= 0.006 * press * self.bell[LOWER_INNER[1:-1]]
         # rounding: lips gather towards the centre; funnel opens a round hole
         rnd = np.clip(max(funnel, pucker), 0, 1)
         d[:, 0] -= 0.32 * rnd * du * self.w_mouth

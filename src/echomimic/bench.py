@@ -1,0 +1,276 @@
+"""Speed benchmark of the pipeline: milliseconds per frame for each stage and the real-time factor.
+
+For every size asked for, one short warm-up job runs first (imports, model loading, first-call
+set-up: reported separately as ``warmup_seconds``), then one timed job on synthesized speech of
+the given length. The portrait analysis cache is switched off while timing, so the photo is
+analysed in every job as a first job on a new photo would be.
+
+Sizes:
+
+* ``N`` (e.g. ``512``): the astronaut photo, ``crop=face`` with ``size=N`` (an N x N video);
+* ``Np`` (e.g. ``1080p``): a 16:9 frame N pixels high made from the astronaut photo (scaled to N
+  high, the sides extended by reflection), ``crop=none``, full size.
+
+The real-time factor is ``audio seconds / wall seconds``: above 1 is faster than real time.
+Rendering and encoding overlap (the encoder runs on a second thread), so the stage times add up
+to more than the wall time.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import InvalidOption
+
+__all__ = ["BenchCase", "BenchReport", "STAGES", "format_table", "machine_info", "make_frame",
+           "make_speech", "parse_sizes", "run_bench"]
+
+#: (key in AnimateResult.timings, column label), in pipeline order.
+STAGES: tuple[tuple[str, str], ...] = (
+    ("analyze_image", "analysis image"),
+    ("analyze_audio", "analysis audio"),
+    ("motion", "motion"),
+    ("render_setup", "render setup"),
+    ("render", "render"),
+    ("encode", "encode"),
+)
+
+#: Text spoken (and repeated as needed) for the timed speech.
+BENCH_TEXT = ("The quick brown fox jumps over the lazy dog. Please call Stella and ask her to "
+              "bring these things with her from the store. ")
+
+_SIZE = re.compile(r"^(\d+)(p?)$")
+
+
+def parse_sizes(text: str | Sequence[str]) -> list[str]:
+    """``"512,1080p"`` -> ``["512", "1080p"]`` (validated)."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out = []
+    for item in items:
+        s = item.strip().lower()
+        m = _SIZE.match(s)
+        if not m or not (64 <= int(m.group(1)) <= 4320):
+            raise InvalidOption(f"bad size {item!r}: use N (face crop, 64-4096) or Np "
+                                f"(16:9 frame N pixels high), e.g. 512,1080p")
+        out.append(s)
+    if not out:
+        raise InvalidOption("no sizes given")
+    return out
+
+
+def make_frame(size: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """The photo and the animate options for one benchmark size (see the module docstring)."""
+    import cv2
+    import skimage.data
+
+    astro = np.ascontiguousarray(skimage.data.astronaut())
+    m = _SIZE.match(size)
+    if m is None:
+        raise InvalidOption(f"bad size {size!r}")
+    n = int(m.group(1))
+    if not m.group(2):
+        return astro, {"crop": "face", "size": n}
+    h = n
+    w = int(round(n * 16 / 9 / 2)) * 2
+    scaled = cv2.resize(astro, (h, h), interpolation=cv2.INTER_AREA if h < 512
+                        else cv2.INTER_CUBIC)
+    left = (w - h) // 2
+    right = w - h - left
+    frame = cv2.copyMakeBorder(scaled, 0, 0, left, right, cv2.BORDER_REFLECT)
+    return np.ascontiguousarray(frame), {"crop": "none", "max_side": 0}
+
+
+def make_speech(seconds: float, path: str | os.PathLike) -> Path:
+    """Write ``seconds`` of English speech (espeak-ng, repeated as needed) as a WAV file."""
+    from .speech.tts import synthesize, write_wav
+    from .types import Audio
+
+    audio, _ = synthesize(BENCH_TEXT, lang="en")
+    rate = int(audio.sample_rate)
+    need = int(round(seconds * rate))
+    reps = int(np.ceil(need / max(1, len(audio.samples))))
+    samples = np.tile(np.asarray(audio.samples, np.float32), reps)[:need]
+    return write_wav(path, Audio(samples=samples, sample_rate=rate, source="bench"))
+
+
+@contextmanager
+def _analysis_cache_off() -> Iterator[None]:
+    old = os.environ.get("ECHOMIMIC_CACHE")
+    os.environ["ECHOMIMIC_CACHE"] = "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("ECHOMIMIC_CACHE", None)
+        else:
+            os.environ["ECHOMIMIC_CACHE"] = old
+
+
+@dataclass
+class BenchCase:
+    """The timing of one job."""
+
+    size: str
+    width: int
+    height: int
+    n_frames: int
+    audio_seconds: float
+    wall_seconds: float
+    warmup_seconds: float
+    timings: dict[str, float]                 # seconds per stage (AnimateResult.timings)
+    ms_per_frame: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def realtime_factor(self) -> float:
+        """Audio seconds per wall second (> 1: faster than real time)."""
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("inf")
+
+    @property
+    def wall_ms_per_frame(self) -> float:
+        return 1000.0 * self.wall_seconds / max(1, self.n_frames)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["realtime_factor"] = self.realtime_factor
+        d["wall_ms_per_frame"] = self.wall_ms_per_frame
+        return d
+
+
+@dataclass
+class BenchReport:
+    """All the cases of one benchmark run and the machine it ran on."""
+
+    cases: list[BenchCase]
+    seconds: float
+    fps: float
+    machine: dict[str, Any]
+    startup_seconds: float                    # the very first job: imports + model loading
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "fps": self.fps, "machine": self.machine,
+                "startup_seconds": self.startup_seconds,
+                "cases": [c.to_dict() for c in self.cases]}
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, usable cores, OS and library versions (for reading the figures later)."""
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 0
+    import av
+    import cv2
+
+    from . import __version__
+
+    return {"cpu": cpu, "cores": cores, "os": platform.platform(),
+            "python": platform.python_version(), "echomimic": __version__,
+            "opencv": cv2.__version__, "av": av.__version__, "numpy": np.__version__}
+
+
+def run_bench(seconds: float = 10.0, sizes: Sequence[str] = ("512", "1080p"), *,
+              fps: float = 25.0, workdir: str | os.PathLike | None = None,
+              warmup_seconds: float = 1.0,
+              log: Callable[[str], None] | None = None) -> BenchReport:
+    """Time the pipeline on synthesized speech of ``seconds`` at each size in ``sizes``.
+
+    Args:
+        seconds: length of the timed speech.
+        sizes: see :func:`parse_sizes`.
+        fps: output frame rate.
+        workdir: where the inputs and videos are written (default: a temporary folder that is
+            removed afterwards).
+        warmup_seconds: length of the warm-up job run before each timed job.
+        log: called with a line of progress text.
+    """
+    from PIL import Image
+
+    from .pipeline import animate
+
+    if not (0.5 <= float(seconds) <= 600):
+        raise InvalidOption(f"seconds must be between 0.5 and 600, got {seconds}")
+    sizes = parse_sizes(sizes)
+    say = log or (lambda msg: None)
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="echomimic-bench-")
+        workdir = tmp.name
+    root = Path(workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    cases: list[BenchCase] = []
+    startup = float("nan")
+    try:
+        say(f"synthesizing {seconds:g} s of speech")
+        speech = make_speech(seconds, root / "speech.wav")
+        warm_speech = make_speech(warmup_seconds, root / "warmup.wav")
+        with _analysis_cache_off():
+            for size in sizes:
+                frame, opts = make_frame(size)
+                photo = root / f"photo_{size}.png"
+                Image.fromarray(frame).save(photo)
+                say(f"{size}: warm-up")
+                t0 = time.perf_counter()
+                animate(photo, root / f"warmup_{size}.mp4", audio=warm_speech, fps=fps, **opts)
+                warm = time.perf_counter() - t0
+                if not cases and startup != startup:
+                    startup = warm
+                say(f"{size}: timing {seconds:g} s of speech")
+                t0 = time.perf_counter()
+                res = animate(photo, root / f"bench_{size}.mp4", audio=speech, fps=fps, **opts)
+                wall = time.perf_counter() - t0
+                n = max(1, res.n_frames)
+                ms = {k: 1000.0 * float(res.timings.get(k, 0.0)) / n for k, _ in STAGES}
+                cases.append(BenchCase(size=size, width=res.width, height=res.height,
+                                       n_frames=res.n_frames, audio_seconds=float(seconds),
+                                       wall_seconds=wall, warmup_seconds=warm,
+                                       timings=dict(res.timings), ms_per_frame=ms))
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return BenchReport(cases=cases, seconds=float(seconds), fps=float(fps),
+                       machine=machine_info(), startup_seconds=startup)
+
+
+def format_table(report: BenchReport):
+    """A rich table of the report: one row per stage (ms/frame), one column per size."""
+    from rich.table import Table
+
+    m = report.machine
+    table = Table(title=f"echomimic bench: {report.seconds:g} s of speech at {report.fps:g} fps, "
+                        f"{m.get('cores')} core(s) of {m.get('cpu') or 'an unknown CPU'}",
+                  title_justify="left",
+                  caption=f"Render and encode overlap (two threads), so the stages add up to "
+                          f"more than the wall time. First job (imports + model loading): "
+                          f"{report.startup_seconds:.1f} s.",
+                  caption_justify="left")
+    table.add_column("ms per frame")
+    for c in report.cases:
+        table.add_column(f"{c.size} ({c.width}x{c.height})", justify="right")
+    for key, label in STAGES:
+        table.add_row(label, *(f"{c.ms_per_frame.get(key, 0.0):.1f}" for c in report.cases))
+    table.add_row("wall", *(f"{c.wall_ms_per_frame:.1f}" for c in report.cases),
+                  style="bold", end_section=True)
+    table.add_row("frames", *(str(c.n_frames) for c in report.cases))
+    table.add_row("warm-up job (s)", *(f"{c.warmup_seconds:.2f}" for c in report.cases))
+    table.add_row("real-time factor", *(f"{c.realtime_factor:.2f}x" for c in report.cases),
+                  style="bold")
+    return table

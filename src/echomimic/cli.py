@@ -1,0 +1,557 @@
+"""The ``echomimic`` command line: a thin skin over :func:`echomimic.animate` and friends.
+
+Commands: ``animate``, ``demo``, ``tts``, ``evaluate``, ``bench``, ``renderers``, ``version``.
+
+The options of ``animate`` are generated from :class:`echomimic.pipeline.AnimateOptions`, so the
+command line and the Python API always share one set of names (``max_side`` in Python is
+``--max-side`` here). Errors a user can cause (:class:`~echomimic.errors.EchomimicError`) are
+printed as one line, ``error: <message>``, with exit code 2; Ctrl-C exits with code 130.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import io
+import json
+import math
+import os
+import sys
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterator, Optional
+
+import typer
+
+from . import __version__
+from .errors import AudioError, EchomimicError, ImageError, InvalidOption, MotionError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="echomimic",
+    help="Talking portraits on an ordinary CPU: a photo and speech become an mp4 of that "
+         "person speaking.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+#: Exit code for errors the user can fix (bad input, bad option); typer's usage errors use it too.
+EXIT_USER_ERROR = 2
+#: Exit code after Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+# ------------------------------------------------------------------------------------------------
+# error handling and output helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
+    """Print ``error: message`` (one line) on stderr and return the Exit to raise."""
+    sys.stderr.write(f"error: {_one_line(message)}\n")
+    sys.stderr.flush()
+    return typer.Exit(code)
+
+
+def _handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user errors into one line + exit 2, and Ctrl-C into one line + exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EchomimicError as exc:
+            raise _fail(exc.message) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted", EXIT_INTERRUPTED) from None
+
+    return wrapper
+
+
+def _require_file(path: Path | None, what: str, error: type[EchomimicError]) -> None:
+    """Fail fast (before any analysis) when an input file is missing or is a folder."""
+    if path is None:
+        return
+    if not path.exists():
+        raise error(f"{what} file {str(path)!r} not found")
+    if path.is_dir():
+        raise error(f"{what} {str(path)!r} is a directory, not a file")
+
+
+def _jsonable(value: Any) -> Any:
+    """``json.dumps`` default: paths, numpy scalars/arrays and tuples as plain JSON."""
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return str(value)
+
+
+def _clean_floats(value: Any) -> Any:
+    """NaN/inf are not JSON: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean_floats(v) for v in value]
+    return value
+
+
+def _print_json(data: Any) -> None:
+    text = json.dumps(_clean_floats(json.loads(json.dumps(data, default=_jsonable))), indent=2)
+    sys.stdout.write(text + "\n")
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+class _ProgressBar:
+    """A rich progress bar fed by the pipeline's ``progress(stage, fraction)`` callback.
+
+    Shown only on an interactive terminal (stderr) and when not ``quiet``; otherwise the
+    callback does nothing.
+    """
+
+    def __init__(self, *, quiet: bool = False):
+        self.enabled = not quiet and sys.stderr.isatty()
+        self._progress = None
+        self._task = None
+
+    def __enter__(self) -> "_ProgressBar":
+        if self.enabled:
+            from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
+                                       TimeElapsedColumn)
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description:<8}"), BarColumn(), TaskProgressColumn(),
+                TimeElapsedColumn(), console=_console(stderr=True), transient=True)
+            self._progress.__enter__()
+            self._task = self._progress.add_task("start", total=1.0)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=stage,
+                                  completed=max(0.0, min(1.0, float(fraction))))
+
+
+# ------------------------------------------------------------------------------------------------
+# animate: options generated from AnimateOptions
+# ------------------------------------------------------------------------------------------------
+
+#: Help text of the shared options (the names themselves come from AnimateOptions' fields).
+OPTION_HELP: dict[str, str] = {
+    "fps": "Output frame rate (1-60).",
+    "crop": "'none' keeps the whole photo; 'face' crops a face-centred square.",
+    "size": "Side of the square when --crop face.",
+    "max_side": "Downscale so the longer side is at most this; 0 keeps the original size.",
+    "seed": "Seed of all randomness (blinks, head motion).",
+    "lang": "Speech language (recognition and TTS), e.g. en, zh; 'auto' detects.",
+    "voice": "espeak-ng voice for --text, e.g. en-us+f3 (default: from --lang).",
+    "rate": "TTS speaking rate, words per minute.",
+    "pitch": "TTS base pitch, 0-99.",
+    "expression_scale": "Scale of mouth and face expressions (0-3).",
+    "head_motion_scale": "Scale of head motion (0-3).",
+    "blink_rate": "Blinks per minute (default: natural).",
+    "emotion": "Expression bias (only 'neutral' in this version).",
+    "emotion_intensity": "Strength of the expression bias (0-1).",
+    "drive": "Regions driven by a driving video.",
+    "motion_scale": "Strength of a driving video's motion.",
+    "loop": "What to do when a driving video is shorter than the speech.",
+    "face_index": "Which face when the photo has several (0 = the largest).",
+    "renderer": "Renderer plugin (see 'echomimic renderers').",
+    "weights": "Local folder with the renderer's weights (neural renderers).",
+    "max_duration": "Longest accepted speech, in seconds.",
+    "max_pixels": "Largest accepted photo, in pixels.",
+    "crf": "H.264 quality (0-51, lower is better and bigger).",
+    "preset": "x264 speed preset (ultrafast ... veryslow).",
+}
+
+#: Options that only matter with a driving video, which this version does not take yet: still
+#: accepted, but left out of --help.
+_HIDDEN_OPTIONS = frozenset({"drive", "motion_scale", "loop"})
+
+_SHARED_PANEL = "Shared options (same names as the Python API)"
+
+
+def option_fields() -> list[tuple[str, type, Any]]:
+    """``(name, type, default)`` of every :class:`AnimateOptions` field (types resolved)."""
+    from .pipeline import AnimateOptions
+
+    hints = typing.get_type_hints(AnimateOptions)
+    out = []
+    for f in fields(AnimateOptions):
+        tp = hints[f.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        base = args[0] if args else tp
+        default = f.default if f.default is not MISSING else None
+        out.append((f.name, base, default))
+    return out
+
+
+def cli_name(field_name: str) -> str:
+    """The command-line spelling of an option: ``max_side`` -> ``--max-side``."""
+    return "--" + field_name.replace("_", "-")
+
+
+def _with_shared_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``fn`` (which takes ``**options``) one typer option per AnimateOptions field.
+
+    Every generated option defaults to ``None`` ("not given"), so the pipeline's own defaults
+    apply; the help shows them.
+    """
+    sig = inspect.signature(fn, eval_str=True)
+    params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    annotations = {p.name: p.annotation for p in params}
+    for name, base, default in option_fields():
+        opt = typer.Option(
+            cli_name(name), help=OPTION_HELP.get(name, ""), hidden=name in _HIDDEN_OPTIONS,
+            show_default=(False if default is None else
+                          f"{default:g}" if isinstance(default, float) else str(default)),
+            rich_help_panel=_SHARED_PANEL)
+        ann = Annotated[Optional[base], opt]
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=ann))
+        annotations[name] = ann
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> Any:
+        return fn(**kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = annotations
+    del wrapper.__wrapped__  # typer must read the generated signature, not fn's
+    return wrapper
+
+
+def _summary_line(result: Any, wall: float) -> str:
+    speed = result.duration / wall if wall > 0 else float("inf")
+    return (f"wrote {result.output}: {result.width}x{result.height}, {result.n_frames} frames at "
+            f"{result.fps:g} fps ({result.duration:.2f} s) in {wall:.1f} s "
+            f"({speed:.2f}x real time)")
+
+
+@app.command("animate")
+@_with_shared_options
+@_handles_errors
+def animate_cmd(
+    image: Annotated[Path, typer.Option("--image", "-i", help="The portrait photo.",
+                                        show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The mp4 to write.",
+                                         show_default=False)],
+    audio: Annotated[Optional[Path], typer.Option(
+        "--audio", "-a", help="Speech audio (any format FFmpeg reads).")] = None,
+    text: Annotated[Optional[str], typer.Option(
+        "--text", "-t", help="Text to speak (offline TTS with espeak-ng).")] = None,
+    motion: Annotated[Optional[Path], typer.Option(
+        "--motion", "-m", help="A motion file (JSON) to drive the portrait.")] = None,
+    motion_out: Annotated[Optional[Path], typer.Option(
+        "--motion-out", help="Also save the rendered motion track (JSON).")] = None,
+    preview: Annotated[Optional[Path], typer.Option(
+        "--preview", help="Also save a contact sheet of frames (PNG).")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the result summary as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
+    = False,
+    **options: Any,
+) -> None:
+    """Animate a portrait with speech audio, text or a motion file."""
+    import time
+
+    from .pipeline import animate
+
+    if sum(x is not None for x in (audio, text)) > 1:
+        raise InvalidOption("give either --audio or --text, not both")
+    if audio is None and text is None and motion is None:
+        raise InvalidOption("nothing drives the portrait: give --audio, --text or --motion")
+    _require_file(image, "image", ImageError)
+    _require_file(audio, "audio", AudioError)
+    _require_file(motion, "motion", MotionError)
+    opts = {k: v for k, v in options.items() if v is not None}
+    t0 = time.perf_counter()
+    with _ProgressBar(quiet=quiet or as_json) as bar:
+        result = animate(image, output, audio=audio, text=text, motion=motion,
+                         motion_out=motion_out, preview=preview, progress=bar, **opts)
+    wall = time.perf_counter() - t0
+    if as_json:
+        summary = result.summary()
+        summary["wall_seconds"] = wall
+        _print_json(summary)
+    elif not quiet:
+        _console().print(_summary_line(result, wall), soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# demo
+# ------------------------------------------------------------------------------------------------
+
+
+@app.command("demo")
+@_handles_errors
+def demo_cmd(
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="The mp4 to write (default: FOLDER/demo.mp4).")] = None,
+    preview: Annotated[Optional[Path], typer.Option(
+        "--preview", help="Contact sheet to write (default: FOLDER/demo.png).")] = None,
+    folder: Annotated[Path, typer.Option(
+        "--folder", help="Where the demo inputs (photo, speech) are written.")] = Path("demo"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Make a demo offline (a photo and synthesized speech) and animate it."""
+    from .demo import run_demo
+
+    con = _console()
+    with _ProgressBar(quiet=quiet) as bar:
+        res = run_demo(folder, output=output, preview=preview, progress=bar)
+    con.print(f"photo:   {res.image}", soft_wrap=True)
+    con.print(f"speech:  {res.audio} ({res.audio_seconds:.1f} s)", soft_wrap=True)
+    con.print(f"video:   {res.video}", soft_wrap=True)
+    con.print(f"preview: {res.preview}", soft_wrap=True)
+    con.print(_summary_line(res.result, res.wall_seconds), soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# tts
+# ------------------------------------------------------------------------------------------------
+
+
+@app.command("tts")
+@_handles_errors
+def tts_cmd(
+    text: Annotated[str, typer.Argument(help="The text to speak.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The WAV file to write.")]
+    = Path("speech.wav"),
+    lang: Annotated[str, typer.Option("--lang", help="Language code, e.g. en, zh, ja.")] = "en",
+    voice: Annotated[Optional[str], typer.Option(
+        "--voice", help="espeak-ng voice (overrides --lang), e.g. en-us+f3.")] = None,
+    rate: Annotated[int, typer.Option("--rate", help="Words per minute.")] = 175,
+    pitch: Annotated[int, typer.Option("--pitch", help="Base pitch, 0-99.")] = 50,
+) -> None:
+    """Speak text offline with espeak-ng and save it as a WAV file."""
+    from .speech.tts import synthesize, write_wav
+
+    if output.suffix.lower() != ".wav":
+        raise InvalidOption(f"the output must be a .wav file, got {output.name!r}")
+    if not output.parent.exists():
+        raise InvalidOption(f"the output folder {str(output.parent)!r} does not exist")
+    audio, phones = synthesize(text, lang=lang, voice=voice, rate=rate, pitch=pitch)
+    write_wav(output, audio)
+    _console().print(f"wrote {output}: {audio.duration:.2f} s at {audio.sample_rate} Hz, "
+                     f"{len(phones)} phonemes", soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluate
+# ------------------------------------------------------------------------------------------------
+
+#: Figures of evaluate_video and what they mean, in display order.
+EVALUATE_LABELS: dict[str, str] = {
+    "n_frames": "frames",
+    "fps": "frame rate",
+    "duration": "duration (s)",
+    "face_found_share": "frames with a face",
+    "has_audio": "has audio",
+    "lipsync_loudness_r": "lip-sync r (lip gap vs loudness)",
+    "lipsync_lag_frames": "lip-sync lag (frames, > 0: mouth late)",
+    "silence_closure": "mouth closed in pauses (share)",
+    "pause_frames": "pause frames",
+    "open_p5": "mouth opening p5 (speech)",
+    "open_p50": "mouth opening p50 (speech)",
+    "open_p95": "mouth opening p95 (speech)",
+    "mouth_jitter": "mouth jitter",
+    "photo_lip_gap": "lip gap in the photo",
+    "identity_mean": "identity distance, mean (< 0.6 same person)",
+    "identity_max": "identity distance, max",
+    "identity_frames": "identity frames compared",
+}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "-" if not math.isfinite(value) else f"{value:.3f}"
+    return str(value)
+
+
+@app.command("evaluate")
+@_handles_errors
+def evaluate_cmd(
+    video: Annotated[Path, typer.Argument(help="The mp4 to evaluate.", show_default=False)],
+    image: Annotated[Optional[Path], typer.Option(
+        "--image", "-i", help="The source photo (adds identity figures).")] = None,
+    audio: Annotated[Optional[Path], typer.Option(
+        "--audio", "-a", help="Speech to compare with (default: the video's own audio).")]
+    = None,
+    identity: Annotated[bool, typer.Option(
+        "--identity/--no-identity", help="Compare faces with the photo (dlib).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Measure a talking-portrait video: lip-sync, mouth closure in pauses, identity."""
+    from .errors import VideoError
+    from .quality.evaluate import evaluate_video
+
+    _require_file(video, "video", VideoError)
+    _require_file(image, "image", ImageError)
+    _require_file(audio, "audio", AudioError)
+    res = evaluate_video(video, image=image, audio=audio, identity=identity)
+    if as_json:
+        _print_json(res)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"quality of {video}", title_justify="left")
+    table.add_column("figure")
+    table.add_column("key", style="dim")
+    table.add_column("value", justify="right")
+    keys = [k for k in EVALUATE_LABELS if k in res] + [k for k in res if k not in EVALUATE_LABELS]
+    for k in keys:
+        table.add_row(EVALUATE_LABELS.get(k, k), k, _fmt(res[k]))
+    _console().print(table)
+
+
+# ------------------------------------------------------------------------------------------------
+# bench
+# ------------------------------------------------------------------------------------------------
+
+
+@app.command("bench")
+@_handles_errors
+def bench_cmd(
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of the speech timed.")]
+    = 10.0,
+    sizes: Annotated[str, typer.Option(
+        "--sizes", help="Comma-separated sizes: N (face crop NxN) or Np (16:9 frame N high).")]
+    = "512,1080p",
+    fps: Annotated[float, typer.Option("--fps", help="Output frame rate.")] = 25.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Time the pipeline per stage (ms/frame) and the real-time factor."""
+    from .bench import format_table, parse_sizes, run_bench
+
+    quiet = as_json or not sys.stderr.isatty()
+    con = _console(stderr=True)
+
+    def note(msg: str) -> None:
+        if not quiet:
+            con.print(f"[dim]{msg}[/dim]")
+
+    report = run_bench(seconds=seconds, sizes=parse_sizes(sizes), fps=fps, log=note)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        _console().print(format_table(report))
+
+
+# ------------------------------------------------------------------------------------------------
+# renderers, version
+# ------------------------------------------------------------------------------------------------
+
+
+@app.command("renderers")
+@_handles_errors
+def renderers_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List the renderer plugins, whether each can run here, and why not."""
+    from .render import available_renderers
+
+    found = available_renderers()
+    if as_json:
+        _print_json(found)
+        return
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("renderer")
+    table.add_column("available")
+    table.add_column("plugin", style="dim")
+    table.add_column("reason")
+    for name, info in found.items():
+        table.add_row(name, "yes" if info["available"] else "no", info["target"],
+                      info.get("reason") or "")
+    _console().print(table)
+
+
+@app.command("version")
+def version_cmd() -> None:
+    """Print the version of echomimic."""
+    sys.stdout.write(f"echomimic {__version__}\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# entry point
+# ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send what native libraries write straight to file descriptor 2 to ``/dev/null``.
+
+    MediaPipe's TFLite and absl print start-up chatter ("Created TensorFlow Lite XNNPACK
+    delegate", feedback-manager warnings) on the process's stderr, which would bury the one-line
+    messages of the command line. Python's ``sys.stderr`` keeps writing to the real stderr.
+    Set ``ECHOMIMIC_NATIVE_LOGS=1`` to see the native messages.
+    """
+    if os.environ.get("ECHOMIMIC_NATIVE_LOGS", "") not in ("", "0"):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (embedded interpreters)
+        yield
+        return
+    old_stderr = sys.stderr
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        sys.stderr = io.TextIOWrapper(os.fdopen(saved, "wb", buffering=0, closefd=False),
+                                      encoding=getattr(old_stderr, "encoding", None) or "utf-8",
+                                      errors="backslashreplace", line_buffering=True)
+        yield
+    finally:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        sys.stderr = old_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line (the ``echomimic`` script and ``python -m echomimic``)."""
+    try:
+        with native_stderr_silenced():
+            app(args=argv, prog_name="echomimic")
+    except EchomimicError as exc:  # raised outside a command (should not happen)
+        sys.stderr.write(f"error: {_one_line(exc.message)}\n")
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
