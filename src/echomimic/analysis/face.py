@@ -108,8 +108,12 @@ def _nms(boxes: list[tuple[float, ...]], iou: float = 0.3) -> list[tuple[float, 
     return keep
 
 
-def detect_faces(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Face boxes (x0, y0, x1, y1) in pixels, largest first."""
+def detect_faces(rgb: np.ndarray, *, want: int = 1) -> list[tuple[int, int, int, int]]:
+    """Face boxes (x0, y0, x1, y1) in pixels, largest first.
+
+    The whole image is searched at a moderate size; when fewer than ``want`` faces turn up (small
+    faces in a big photo), it is searched again in overlapping tiles at a higher resolution.
+    """
     h, w = rgb.shape[:2]
     found: list[tuple[float, ...]] = []
     # whole image at a moderate size
@@ -117,12 +121,12 @@ def detect_faces(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
     small = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA) if s < 1 else rgb
     for b in _detect_once(small):
         found.append((b[0] / s, b[1] / s, b[2] / s, b[3] / s, b[4]))
-    if not found and max(h, w) > 1024:
-        # tiles: small faces in big photos
+    if len(_nms(found)) < want and max(h, w) > 448:
+        # tiles: small faces in big photos (the detector sees each tile at 192x192)
         s2 = min(1.0, 3072.0 / max(h, w))
         big = cv2.resize(rgb, (round(w * s2), round(h * s2)), interpolation=cv2.INTER_AREA) if s2 < 1 else rgb
         bh, bw = big.shape[:2]
-        tile, step = 768, 512
+        tile, step = 448, 320
         for y in range(0, max(1, bh - tile + step), step):
             for x in range(0, max(1, bw - tile + step), step):
                 crop = big[y:y + tile, x:x + tile]
@@ -242,7 +246,7 @@ def analyze_face(rgb: np.ndarray, *, face_index: int = 0, content_hash: str = ""
     """Detect, mesh and segment. Raises :class:`NoFaceFound` when no face can be meshed."""
     h, w = rgb.shape[:2]
     with _lock:
-        boxes = detect_faces(rgb)
+        boxes = detect_faces(rgb, want=face_index + 1)
         if face_index < 0:
             raise InvalidOption(f"face_index must be >= 0, got {face_index}")
         if boxes and face_index >= len(boxes):
