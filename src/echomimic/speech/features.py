@@ -43,6 +43,10 @@ def prepare(audio: Audio) -> np.ndarray:
     return x
 
 
+#: hops processed at once by the per-hop feature extractors (bounds their memory)
+_BLOCK = 2048
+
+
 def n_hops(n_samples: int, hop_samples: int) -> int:
     """Number of hops covering ``n_samples`` (the last partial hop counts)."""
     return int(np.ceil(n_samples / float(hop_samples))) if n_samples > 0 else 0
@@ -107,10 +111,17 @@ def pitch_yin(x: np.ndarray, hop_samples: int, *, sr: int = ANALYSIS_RATE,
     tmin = max(2, int(sr / fmax))
     win = 2 * tmax
     f = frames(x, hop_samples, win, n)
-    idx = np.arange(n) if mask is None else np.flatnonzero(mask[:n])
-    if idx.size == 0:
-        return out
-    fr = f[idx].astype(np.float64)
+    idx_all = np.arange(n) if mask is None else np.flatnonzero(mask[:n])
+    # blocks of hops keep the memory flat for long audio (the work is per hop)
+    for b0 in range(0, idx_all.size, _BLOCK):
+        idx = idx_all[b0:b0 + _BLOCK]
+        out[idx] = _yin_block(f[idx], sr, tmin, tmax, win, threshold)
+    return out
+
+
+def _yin_block(f: np.ndarray, sr: int, tmin: int, tmax: int, win: int,
+               threshold: float) -> np.ndarray:
+    fr = f.astype(np.float64)
     fr = fr - fr.mean(axis=1, keepdims=True)
     w = tmax                                        # integration window
     nfft = 1 << int(np.ceil(np.log2(win + tmax)))
@@ -149,8 +160,7 @@ def pitch_yin(x: np.ndarray, hop_samples: int, *, sr: int = ANALYSIS_RATE,
     shift = np.where(np.abs(den) > _EPS, 0.5 * (a - c) / np.where(den == 0, 1, den), 0.0)
     tau_f = np.clip(tau + np.clip(shift, -1, 1), tmin, tmax)
     f0 = np.where(has & (b < threshold), sr / np.maximum(tau_f, 1.0), 0.0)
-    out[idx] = f0.astype(np.float32)
-    return out
+    return f0.astype(np.float32)
 
 
 def _mel_filterbank(n_mels: int, nfft: int, sr: int, fmin: float = 60.0,
@@ -234,32 +244,38 @@ def spectral_features(x: np.ndarray, hop_samples: int, *, sr: int = ANALYSIS_RAT
     n = n_hops(len(x), hop_samples)
     win = 400 if sr == 16000 else int(0.025 * sr)
     nfft = 512 if sr == 16000 else 1 << int(np.ceil(np.log2(win)))
-    f = frames(x, hop_samples, win, n).astype(np.float64)
+    f = frames(x, hop_samples, win, n)
     window = np.hanning(win)
-    spec = np.abs(np.fft.rfft(f * window, nfft)) ** 2
     freqs = np.fft.rfftfreq(nfft, 1.0 / sr)
-    total = spec.sum(axis=1) + _EPS
     fb = _mel_filterbank(n_mels, nfft, sr)
-    mel = spec @ fb.T + _EPS
-    logmel = 10 * np.log10(mel) - 10 * np.log10(total)[:, None]
-    centroid = (spec @ freqs) / total
+    logmel = np.zeros((n, n_mels), np.float32)
+    centroid, tilt, high, low, zcr = (np.zeros(n, np.float32) for _ in range(5))
+    f1 = np.full(n, np.nan)
+    f2 = np.full(n, np.nan)
 
-    def band(lo, hi):
+    def band(spec, lo, hi):
         sel = (freqs >= lo) & (freqs < hi)
         return spec[:, sel].sum(axis=1) + _EPS
 
-    tilt = 10 * np.log10(band(0, 1000) / band(1000, 4000))
-    high = 10 * np.log10(band(4000, sr / 2 + 1) / total)
-    low = 10 * np.log10(band(0, 400) / total)
-    s = np.signbit(f)
-    zcr = np.mean(s[:, 1:] != s[:, :-1], axis=1)
-    f1 = np.full(n, np.nan)
-    f2 = np.full(n, np.nan)
-    idx = np.arange(n) if mask is None else np.flatnonzero(mask[:n])
-    if idx.size:
-        pre = f[idx, 1:] - 0.97 * f[idx, :-1]
-        fm = lpc_formants(pre * np.hamming(win - 1), sr)
-        f1[idx], f2[idx] = fm[:, 0], fm[:, 1]
+    # blocks of hops keep the memory flat for long audio (every feature is per hop)
+    for i0 in range(0, n, _BLOCK):
+        i1 = min(n, i0 + _BLOCK)
+        fr = f[i0:i1].astype(np.float64)
+        spec = np.abs(np.fft.rfft(fr * window, nfft)) ** 2
+        total = spec.sum(axis=1) + _EPS
+        mel = spec @ fb.T + _EPS
+        logmel[i0:i1] = 10 * np.log10(mel) - 10 * np.log10(total)[:, None]
+        centroid[i0:i1] = (spec @ freqs) / total
+        tilt[i0:i1] = 10 * np.log10(band(spec, 0, 1000) / band(spec, 1000, 4000))
+        high[i0:i1] = 10 * np.log10(band(spec, 4000, sr / 2 + 1) / total)
+        low[i0:i1] = 10 * np.log10(band(spec, 0, 400) / total)
+        sb = np.signbit(fr)
+        zcr[i0:i1] = np.mean(sb[:, 1:] != sb[:, :-1], axis=1)
+        idx = np.arange(i1 - i0) if mask is None else np.flatnonzero(mask[i0:i1])
+        if idx.size:
+            pre = fr[idx, 1:] - 0.97 * fr[idx, :-1]
+            fm = lpc_formants(pre * np.hamming(win - 1), sr)
+            f1[i0 + idx], f2[i0 + idx] = fm[:, 0], fm[:, 1]
     return Spectral(logmel=logmel.astype(np.float32), centroid=centroid.astype(np.float32),
                     tilt=tilt.astype(np.float32), high=high.astype(np.float32),
                     low=low.astype(np.float32), zcr=zcr.astype(np.float32), f1=f1, f2=f2)
