@@ -61,11 +61,18 @@ class EyeLids:
         return r @ self.a, r @ self.n
 
     def remap(self, mx: np.ndarray, my: np.ndarray, blink: float, squint: float = 0.0,
-              look_x: float = 0.0) -> None:
-        """Edit backward-map arrays in place (positions in the rest image)."""
+              look_x: float = 0.0, look_y: float = 0.0, wide: float = 0.0) -> None:
+        """Edit backward-map arrays in place (positions in the rest image).
+
+        ``blink``/``squint``/``wide`` in [0, 1]; ``look_x`` > 0 moves the iris towards the
+        image's right, ``look_y`` > 0 down (the upper lid follows the gaze a little).
+        """
         blink = float(np.clip(blink, 0.0, 1.0))
         squint = float(np.clip(squint, 0.0, 1.0))
-        if blink < 1e-3 and squint < 1e-3 and abs(look_x) < 1e-3:
+        wide = float(np.clip(wide, 0.0, 1.0)) * (1.0 - blink)
+        look_x = float(np.clip(look_x, -1.0, 1.0))
+        look_y = float(np.clip(look_y, -1.0, 1.0))
+        if max(blink, squint, wide, abs(look_x), abs(look_y)) < 1e-3:
             return
         sel = ((mx >= self.box_min[0]) & (mx <= self.box_max[0])
                & (my >= self.box_min[1]) & (my <= self.box_max[1]))
@@ -79,9 +86,11 @@ class EyeLids:
         y_up = np.interp(u, self.up_u, self.up_v)
         y_lo = np.interp(u, self.lo_u, self.lo_v)
         h = np.maximum(y_lo - y_up, 0.0)
-        # the lids: lower rises a little (more with a squint), upper comes down to meet it
+        # the lids: lower rises a little (more with a squint), upper comes down to meet it, or
+        # up for wide eyes; the upper lid follows the gaze a little
         y_lo2 = y_lo - (0.12 * blink + 0.3 * squint) * h
-        y_m = y_up + blink * (y_lo2 - y_up)
+        y_m = y_up + blink * (y_lo2 - y_up) - (0.28 * wide - 0.15 * look_y * (1 - blink)) * h
+        y_m = np.minimum(y_m, y_lo2)
         y_cr = y_up - self.crease
         y_ls = y_lo + self.below
         vs = v.copy()
@@ -94,11 +103,18 @@ class EyeLids:
         b = (v > y_lo2) & (v <= y_ls) & inside
         den2 = np.maximum(y_ls - y_lo2, 1e-6)
         vs[b] = y_ls[b] - (y_ls[b] - v[b]) * (y_ls[b] - y_lo[b]) / den2[b]
+        vis = (v >= y_m) & (v <= y_lo2) & inside
+        # a raised lid shows more of the eye: the aperture stretches over the eye, not the lid
+        up_more = vis & (y_m < y_up)
+        if up_more.any():
+            s0 = (v[up_more] - y_m[up_more]) / np.maximum(y_lo2[up_more] - y_m[up_more], 1e-6)
+            vs[up_more] = y_up[up_more] + s0 * (y_lo[up_more] - y_up[up_more])
         us = u.copy()
+        taper = np.clip(h / self.hmax, 0, 1) ** 1.5
         if abs(look_x) > 1e-3:
-            vis = (v >= y_m) & (v <= y_lo2) & inside
-            taper = np.clip(h / self.hmax, 0, 1) ** 1.5
             us[vis] = u[vis] - look_x * 0.18 * self.length * taper[vis]
+        if abs(look_y) > 1e-3:
+            vs[vis] = vs[vis] - look_y * 0.22 * h[vis] * taper[vis]
         nx = self.origin[0] + us * self.a[0] + vs * self.n[0]
         ny = self.origin[1] + us * self.a[1] + vs * self.n[1]
         mx[sel] = nx.astype(mx.dtype)

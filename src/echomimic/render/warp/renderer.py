@@ -434,15 +434,22 @@ class WarpRenderer:
         sub = D[fy0:fy1, fx0:fx1]
         sub += (Df - sub) * self.fine_alpha[..., None]
         M = self.base + D
-        look = float(m.get("eyeLookOutLeft", 0.0)) - float(m.get("eyeLookInLeft", 0.0))
-        look_r = float(m.get("eyeLookInRight", 0.0)) - float(m.get("eyeLookOutRight", 0.0))
+        g = m.get
+        # gaze in image terms: + moves the iris to the image's right / down. The subject's left
+        # eye is on the image's right: looking "out" with it moves the iris right.
+        look_l = float(g("eyeLookOutLeft", 0.0)) - float(g("eyeLookInLeft", 0.0))
+        look_r = float(g("eyeLookInRight", 0.0)) - float(g("eyeLookOutRight", 0.0))
+        down_l = float(g("eyeLookDownLeft", 0.0)) - float(g("eyeLookUpLeft", 0.0))
+        down_r = float(g("eyeLookDownRight", 0.0)) - float(g("eyeLookUpRight", 0.0))
         reach = float(np.abs(dc).max()) + 3.0
         rh, rw = M.shape[:2]
         # eyes (subject's right eye is on the image's left), on a window around each eye
-        for eye, b, q, lk in ((self.eye_r, "eyeBlinkRight", "eyeSquintRight", look_r),
-                              (self.eye_l, "eyeBlinkLeft", "eyeSquintLeft", look)):
-            bl, sq = float(m.get(b, 0.0)), float(m.get(q, 0.0))
-            if bl < 1e-3 and sq < 1e-3 and abs(lk) < 1e-3:
+        for eye, side, lx, ly in ((self.eye_r, "Right", look_r, down_r),
+                                  (self.eye_l, "Left", look_l, down_l)):
+            bl = float(g("eyeBlink" + side, 0.0))
+            sq = float(g("eyeSquint" + side, 0.0))
+            wd = float(g("eyeWide" + side, 0.0))
+            if max(bl, sq, wd, abs(lx), abs(ly)) < 1e-3:
                 continue
             wx0 = max(0, int(eye.box_min[0] - reach))
             wy0 = max(0, int(eye.box_min[1] - reach))
@@ -450,7 +457,7 @@ class WarpRenderer:
             wy1 = min(rh, int(eye.box_max[1] + reach) + 1)
             if wx1 > wx0 and wy1 > wy0:
                 win = M[wy0:wy1, wx0:wx1]
-                eye.remap(win[..., 0], win[..., 1], bl, sq, lk)
+                eye.remap(win[..., 0], win[..., 1], bl, sq, lx, ly, wd)
         out = cv2.remap(self.rest_roi, M, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         up = dst[UPPER_INNER]
         lo = dst[LOWER_INNER]

@@ -131,7 +131,7 @@ class Rig:
         # brows (only above the upper lids)
         lid_top_r = uv[EYE_R_UPPER, 1].min()
         lid_top_l = uv[EYE_L_UPPER, 1].min()
-        above = smoothstep((np.minimum(lid_top_r, lid_top_l) - uv[:, 1]) / 0.12)
+        above = smoothstep((np.minimum(lid_top_r, lid_top_l) - uv[:, 1] + 0.02) / 0.28)
         self.above_eyes = above
 
         def g(idx, su=0.32, sv=0.3):
