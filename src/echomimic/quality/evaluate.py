@@ -125,39 +125,146 @@ def _align(samples: np.ndarray, offset: float, rate: int) -> np.ndarray:
     return samples[-k:] if k < 0 else samples
 
 
+#: The person mask is dilated by this many eye distances (plus 4 px) before the background is
+#: compared: head motion moves the silhouette a little, and that is not a background change.
+BACKGROUND_MARGIN = 0.35
+#: A background pixel counts as changed when a channel differs by more than this many levels
+#: (H.264 noise stays well under it).
+BACKGROUND_LEVELS = 12
+
+#: What each figure of :func:`evaluate_video` means, in display order.
+LABELS: dict[str, str] = {
+    "n_frames": "frames",
+    "fps": "frame rate",
+    "duration": "duration (s)",
+    "face_found_share": "frames with a face",
+    "has_audio": "has audio",
+    "lipsync_loudness_r": "lip-sync r (lip gap vs loudness)",
+    "lipsync_offset_frames": "best audio-video offset (frames, > 0: mouth late)",
+    "silence_closure": "mouth closed in pauses (share)",
+    "pause_frames": "pause frames",
+    "open_p5": "mouth opening p5 (speech)",
+    "open_p50": "mouth opening p50 (speech)",
+    "open_p95": "mouth opening p95 (speech)",
+    "truth_r": "r with the phoneme truth curve",
+    "truth_offset_frames": "offset to the truth curve (frames)",
+    "width_rounded": "mouth width on rounded vowels (o, u)",
+    "width_spread": "mouth width on spread vowels (i, e)",
+    "width_spread_minus_rounded": "spread minus rounded width (> 0 right)",
+    "bilabial_closure": "lips closed on p/b/m (share)",
+    "n_bilabial": "p/b/m phones",
+    "reference_r": "r with the real mouth track",
+    "reference_lag_frames": "lag to the real mouth (frames)",
+    "lmd": "mouth landmark distance (eye distances)",
+    "lmd_motion": "mouth landmark distance, motion only",
+    "photo_lip_gap": "lip gap in the photo",
+    "identity_mean": "identity distance, mean (< 0.6 same person)",
+    "identity_max": "identity distance, max",
+    "identity_frames": "identity frames compared",
+    "background_change": "background change, largest mean abs (levels)",
+    "background_changed_share": "background pixels changed, largest share",
+    "still_jitter": "jitter of still landmarks (eye distances)",
+    "mouth_jitter": "mouth jitter",
+    "jaw_r": "render: commanded jawOpen vs lip gap, r",
+    "jaw_gain": "render: lip gap per unit jawOpen",
+    "jaw_linearity": "render: jawOpen -> lip gap linearity (R^2)",
+    "blink_r": "render: commanded eyeBlink vs eye closure, r",
+    "blink_depth": "render: eye closure on full blinks",
+}
+
+
+def _background_mask(ref: np.ndarray) -> np.ndarray | None:
+    """True outside the (dilated) person in ``ref``; None when no face is found there."""
+    import cv2
+
+    from ..analysis.face import person_mask
+
+    tr = measure_image(ref)
+    if not np.isfinite(tr.eye_dist[0]):
+        return None
+    person = person_mask(ref, tr.landmarks[0]) >= 128
+    radius = BACKGROUND_MARGIN * float(tr.eye_dist[0]) + 4.0
+    dist = cv2.distanceTransform((~person).astype(np.uint8), cv2.DIST_L2, 5)
+    return dist > radius
+
+
+def _phones_arg(phones: Any) -> list | None:
+    """A phone list from Phone objects, dicts or a JSON file (``[{start, end, label}, ...]``)."""
+    if phones is None:
+        return None
+    if isinstance(phones, (str, os.PathLike)):
+        import json
+
+        p = os.fspath(phones)
+        try:
+            with open(p, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise InvalidOption(f"phone timeline not found: {p}") from None
+        except (OSError, ValueError) as exc:
+            raise InvalidOption(f"cannot read the phone timeline {p}: {exc}") from None
+        if isinstance(data, dict):
+            data = data.get("phones", [])
+        phones = data
+    try:
+        return metrics._phone_list(phones)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidOption(f"a phone needs start, end and label: {exc}") from None
+
+
+def _motion_arg(motion: Any):
+    if motion is None:
+        return None
+    from ..types import MotionTrack
+
+    if isinstance(motion, MotionTrack):
+        return motion
+    from ..motion import load_motion
+
+    return load_motion(motion)
+
+
 def evaluate_video(video_path: str | os.PathLike, *, image: str | os.PathLike | np.ndarray |
                    None = None, audio: str | os.PathLike | Audio | None = None,
-                   max_frames: int | None = None, identity: bool = True,
-                   outside_mask: np.ndarray | None = None) -> dict[str, Any]:
+                   reference: str | os.PathLike | None = None, phones: Any = None,
+                   motion: Any = None, max_frames: int | None = None, identity: bool = True,
+                   background: bool = True, outside_mask: np.ndarray | None = None,
+                   max_offset: int = 10) -> dict[str, Any]:
     """Measure a generated video and return a flat dict of quality figures.
 
     Args:
         video_path: the mp4 (any format PyAV reads). Its own audio track is used unless
             ``audio`` is given.
-        image: the source photo (path or RGB array); needed for identity and background.
+        image: the source photo (path or RGB array); needed for identity.
         audio: speech to compare with (path, or an :class:`~echomimic.types.Audio`), taken
             as starting with the first video frame.
+        reference: a real video of someone speaking the same audio (frame 0 = audio start);
+            adds ``reference_r``, ``reference_lag_frames``, ``lmd`` and ``lmd_motion``.
+        phones: the phone timeline of the speech when it is known (``Phone`` objects, dicts
+            or a JSON file of ``{start, end, label}``; espeak-ng or ARPAbet labels). Adds the
+            correlation with the truth curve of the phonetic table, the mouth width on rounded
+            and spread vowels and the closure on p/b/m; pauses are taken from it.
+        motion: the commanded motion (a ``MotionTrack`` or a motion file); adds the render
+            fidelity figures (``jaw_*``, ``blink_*``).
         max_frames: measure only the first frames.
         identity: compare faces with the photo using dlib (needs the ``quality`` extra).
-        outside_mask: (H, W) bool, True outside the person; with ``image``, reports how much
-            each frame differs from the photo there.
+        background: measure how much the background (outside the dilated person mask) changes,
+            against the photo when it has the frames' size, else against the first frame.
+        outside_mask: (H, W) bool, True outside the person; with ``image``, reports the exact
+            differences from the photo there (``background_max_abs``, ``background_share_max``,
+            ``background_frames_changed``).
+        max_offset: the audio-video offset is searched within ±this many frames.
 
-    Returns keys (floats are NaN when a figure cannot be computed, e.g. no audio):
-    ``n_frames``, ``fps``, ``duration``, ``face_found_share``, ``has_audio``,
-    ``lipsync_loudness_r`` (Pearson r of lip gap and loudness at the best lag within ±3
-    frames), ``lipsync_lag_frames`` (> 0: the mouth lags the sound), ``silence_closure``
-    (share of pause frames with closed lips), ``pause_frames``, ``open_p5``/``open_p50``/
-    ``open_p95`` (lip gap over eye distance during speech), ``mouth_jitter``; with ``image``:
-    ``photo_lip_gap`` and, with ``identity``, ``identity_mean``/``identity_max`` (dlib
-    distances to the photo; < 0.6 is the same person) and ``identity_frames``; with
-    ``outside_mask``: ``background_max_abs``, ``background_share_max`` and
-    ``background_frames_changed``.
+    Returns a dict; floats are NaN where a figure cannot be computed (no audio, no face ...).
+    See :data:`LABELS` for every key.
     """
     if max_frames is not None and max_frames < 1:
         raise InvalidOption(f"max_frames must be at least 1, got {max_frames}")
     fps, v_start, n_est = _video_info(video_path)
     if max_frames is not None:
         n_est = min(n_est, max_frames) if n_est else max_frames
+    phone_list = _phones_arg(phones)
+    track = _motion_arg(motion)
 
     photo = load_image(image) if image is not None else None
     mask = None
@@ -194,6 +301,7 @@ def evaluate_video(video_path: str | os.PathLike, *, image: str | os.PathLike | 
     id_frames: list[np.ndarray] = []
     bg: dict[str, float] = {"background_max_abs": 0, "background_share_max": 0.0,
                             "background_frames_changed": 0}
+    auto_bg: dict[str, Any] = {"ref": None, "mask": None, "mad": [], "share": []}
 
     def frames() -> Iterator[np.ndarray]:
         for i, frame in enumerate(iter_video_frames(video_path, max_frames=max_frames)):
@@ -208,6 +316,16 @@ def evaluate_video(video_path: str | os.PathLike, *, image: str | os.PathLike | 
                 bg["background_max_abs"] = max(bg["background_max_abs"], d["max_abs"])
                 bg["background_share_max"] = max(bg["background_share_max"], d["share"])
                 bg["background_frames_changed"] += int(d["n_diff"] > 0)
+            if background:
+                if i == 0:
+                    ref = photo if photo is not None and photo.shape == frame.shape else frame
+                    auto_bg["ref"] = ref
+                    auto_bg["mask"] = _background_mask(ref)
+                m = auto_bg["mask"]
+                if m is not None and m.any() and frame.shape == auto_bg["ref"].shape:
+                    d = np.abs(frame[m].astype(np.int16) - auto_bg["ref"][m].astype(np.int16))
+                    auto_bg["mad"].append(float(d.mean()))
+                    auto_bg["share"].append(float((d.max(axis=1) > BACKGROUND_LEVELS).mean()))
             yield frame
 
     with FaceMeasurer(static_image_mode=False) as measurer:
@@ -226,17 +344,45 @@ def evaluate_video(video_path: str | os.PathLike, *, image: str | os.PathLike | 
     nan = float("nan")
     if samples is not None:
         env = metrics.loudness_envelope(samples, rate, fps, n)
-        pauses = metrics.speech_pauses(samples, rate, fps, n)
-        speaking = ~metrics.speech_pauses(samples, rate, fps, n, margin=0)
-        r, lag = metrics.best_lag_correlation(tracks.lip_gap, env, 3)
+        if phone_list:
+            pauses = metrics.pauses_from_phones(phone_list, fps, n)
+            speaking = ~metrics.pauses_from_phones(phone_list, fps, n, margin=0)
+        else:
+            pauses = metrics.speech_pauses(samples, rate, fps, n)
+            speaking = ~metrics.speech_pauses(samples, rate, fps, n, margin=0)
+        r, lag = metrics.best_lag_correlation(tracks.lip_gap, env, max_offset)
         p5, p50, p95 = metrics.opening_percentiles(tracks.lip_gap, speaking)
-        out.update(lipsync_loudness_r=r, lipsync_lag_frames=int(lag),
-                   silence_closure=metrics.silence_closure(tracks.lip_gap, pauses),
+        out.update(lipsync_loudness_r=r, lipsync_offset_frames=int(lag),
+                   silence_closure=metrics.silence_closure(tracks.lip_gap, pauses,
+                                                           metrics.CLOSED_GAP),
                    pause_frames=int(pauses.sum()), open_p5=p5, open_p50=p50, open_p95=p95)
     else:
-        out.update(lipsync_loudness_r=nan, lipsync_lag_frames=0, silence_closure=nan,
+        out.update(lipsync_loudness_r=nan, lipsync_offset_frames=0, silence_closure=nan,
                    pause_frames=0, open_p5=nan, open_p50=nan, open_p95=nan)
+    if phone_list:
+        truth = metrics.truth_open(phone_list, fps, n)
+        tr, tlag = metrics.best_lag_correlation(tracks.lip_gap, truth, max_offset)
+        out.update(truth_r=tr, truth_offset_frames=int(tlag))
+        if samples is None:
+            pauses = metrics.pauses_from_phones(phone_list, fps, n)
+            out.update(silence_closure=metrics.silence_closure(tracks.lip_gap, pauses,
+                                                               metrics.CLOSED_GAP),
+                       pause_frames=int(pauses.sum()))
+        out.update(metrics.shape_measures(tracks.lip_gap, tracks.mouth_width, phone_list, fps,
+                                          offset=int(np.clip(tlag, -2, 2))))
+    if reference is not None:
+        ref_tracks = measure_video_tracks(reference, max_frames=max_frames)
+        out.update(metrics.reference_comparison(tracks.lip_gap, tracks.landmarks,
+                                                ref_tracks.lip_gap, ref_tracks.landmarks,
+                                                max_lag=max_offset))
+    out["still_jitter"] = metrics.jitter(tracks.landmarks, metrics.STILL_POINTS)
     out["mouth_jitter"] = metrics.jitter(tracks.landmarks, LIP_POINTS)
+    if track is not None:
+        m = min(n, track.n_frames)
+        blink = 0.5 * (track.get("eyeBlinkLeft") + track.get("eyeBlinkRight"))
+        eye_open = 0.5 * (tracks.eye_open_left + tracks.eye_open_right)
+        out.update(metrics.render_fidelity(track.get("jawOpen")[:m], blink[:m],
+                                           tracks.lip_gap[:m], eye_open[:m]))
 
     if photo is not None:
         out["photo_lip_gap"] = float(measure_image(photo).lip_gap[0])
@@ -246,6 +392,16 @@ def evaluate_video(video_path: str | os.PathLike, *, image: str | os.PathLike | 
             out["identity_mean"] = float(d[ok].mean()) if ok.any() else nan
             out["identity_max"] = float(d[ok].max()) if ok.any() else nan
             out["identity_frames"] = int(ok.sum())
+    if background:
+        out["background_change"] = max(auto_bg["mad"]) if auto_bg["mad"] else nan
+        out["background_changed_share"] = max(auto_bg["share"]) if auto_bg["share"] else nan
     if mask is not None:
         out.update(bg)
     return out
+
+
+def measure_video_tracks(path: str | os.PathLike, *, max_frames: int | None = None):
+    """Face measurements of every frame of a video (tracking mode)."""
+    from .measure import measure_video
+
+    return measure_video(path, max_frames=max_frames)

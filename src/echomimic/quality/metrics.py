@@ -21,6 +21,13 @@ __all__ = [
     "opening_percentiles",
     "background_diff",
     "jitter",
+    "frame_average",
+    "truth_open",
+    "pauses_from_phones",
+    "shape_measures",
+    "normalized_mouth",
+    "reference_comparison",
+    "render_fidelity",
 ]
 
 #: Level of digital silence in dBFS (RMS of exactly zero samples is mapped here).
@@ -261,3 +268,287 @@ def jitter(landmarks: np.ndarray, idx: Sequence[int], *,
         moved = (s * (rot @ prev[sel].T)).T + tr
         vals.append(np.linalg.norm(moved[:, :2] - cur[sel, :2], axis=1).mean() / eye)
     return float(np.mean(vals)) if vals else float("nan")
+
+
+# ------------------------------------------------------------------------------------------
+# Phone timelines, truth curves and mouth shapes
+# ------------------------------------------------------------------------------------------
+
+#: Landmarks of the lips (outer and inner contours) used for the landmark distance (LMD).
+LIP_CONTOUR = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269,
+               270, 409, 78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81, 82, 13,
+               312, 311, 310, 415)
+#: Landmarks that should not move relative to the skull (cheekbones, nose wings, temples, upper
+#: eyelid creases are excluded because blinks move them); their unexplained motion is jitter.
+STILL_POINTS = (50, 280, 117, 346, 123, 352, 203, 423, 129, 358, 98, 327, 68, 298, 104, 333)
+#: A lip gap at or below this (over the eye distance) counts as closed lips.
+CLOSED_GAP = 0.02
+#: A bilabial counts as closed when the smallest lip gap around it is at or below this.
+BILABIAL_GAP = 0.03
+
+
+def frame_average(curve: np.ndarray, hop: float, fps: float, n_frames: int) -> np.ndarray:
+    """Average a curve sampled every ``hop`` seconds (value ``j`` holds over
+    ``[j*hop, (j+1)*hop)``) over each video frame window ``[i/fps, (i+1)/fps)``.
+
+    Time past the end of the curve holds its last value (0 for an empty curve).
+    """
+    c = np.asarray(curve, dtype=np.float64).ravel()
+    if n_frames <= 0:
+        return np.zeros(0)
+    if c.size == 0:
+        return np.zeros(n_frames)
+    edges = np.arange(n_frames + 1) / float(fps)
+    # integral of the step curve up to time t
+    cum = np.concatenate([[0.0], np.cumsum(c) * hop])
+    t_end = c.size * hop
+
+    def integral(t: np.ndarray) -> np.ndarray:
+        tt = np.minimum(t, t_end)
+        j = np.minimum(np.floor(tt / hop).astype(np.int64), c.size - 1)
+        base = cum[j] + c[j] * (tt - j * hop)
+        return base + np.maximum(t - t_end, 0.0) * c[-1]
+
+    ints = integral(edges)
+    return np.diff(ints) * float(fps)
+
+
+def _phone_list(phones) -> list:
+    """Phones as objects with ``start``, ``end`` and ``label`` (accepts dicts too)."""
+    from ..types import Phone
+
+    out = []
+    for p in phones or ():
+        if isinstance(p, dict):
+            out.append(Phone(float(p["start"]), float(p["end"]), str(p["label"])))
+        else:
+            out.append(p)
+    return out
+
+
+def truth_open(phones, fps: float, n_frames: int, *, hop: float = 0.01) -> np.ndarray:
+    """The openness a phone timeline implies, per video frame (phonetic table, frame-averaged)."""
+    from ..speech.phonetics import truth_curves
+
+    ph = _phone_list(phones)
+    curves = truth_curves(ph, n_frames / float(fps) + hop, hop)
+    return frame_average(curves["open"], hop, fps, n_frames)
+
+
+def pauses_from_phones(phones, fps: float, n_frames: int, *, min_pause: float = 0.3,
+                       margin: int = 2) -> np.ndarray:
+    """(n_frames,) bool: frames wholly inside pauses of at least ``min_pause`` seconds of a
+    phone timeline (time outside every speech phone). ``margin`` frames at each edge that
+    borders speech are left out, as in :func:`speech_pauses`."""
+    from ..speech.phonetics import is_pause
+
+    ph = _phone_list(phones)
+    hop = 0.005
+    n_hops = int(np.ceil(n_frames / float(fps) / hop)) + 1
+    t = (np.arange(n_hops) + 0.5) * hop
+    speech = np.zeros(n_hops, bool)
+    for p in ph:
+        if not is_pause(p.label) and not (p.label.startswith("(") and p.label.endswith(")")):
+            speech[(t >= p.start) & (t < p.end)] = True
+    quiet = ~speech
+    labels, n_runs = ndimage.label(quiet)
+    if n_runs:
+        sizes = np.bincount(labels.ravel())[1:]
+        keep = np.concatenate([[False], sizes * hop >= min_pause - 1e-9])
+        quiet = keep[labels]
+    loud_cum = np.concatenate([[0], np.cumsum(~quiet)])
+    t0 = np.arange(n_frames) / float(fps)
+    h0 = np.clip(np.floor(t0 / hop + 1e-9).astype(np.int64), 0, n_hops - 1)
+    h1 = np.clip(np.ceil((t0 + 1.0 / fps) / hop - 1e-9).astype(np.int64), h0 + 1, n_hops)
+    pause = (loud_cum[h1] - loud_cum[h0]) == 0
+    if margin > 0 and (~pause).any():
+        pause &= ~ndimage.binary_dilation(~pause, iterations=int(margin))
+    return pause
+
+
+def _vowel_class(label: str) -> str | None:
+    """``"rounded"`` (o, u, y ...), ``"spread"`` (i, e ...) or None, from the phonetic table."""
+    from ..speech.phonetics import VOWELS, shape_sequence
+
+    seq = shape_sequence(label)
+    if len(seq) != 1 or seq[0] not in VOWELS.values():
+        return None                      # consonants, pauses and diphthongs are skipped
+    _, rnd, spr, _, _ = seq[0]
+    if rnd >= 0.5:
+        return "rounded"
+    if spr >= 0.5:
+        return "spread"
+    return None
+
+
+def _is_bilabial(label: str) -> bool:
+    from ..speech.phonetics import is_pause, shape_sequence
+
+    if is_pause(label):
+        return False
+    seq = shape_sequence(label)
+    return len(seq) == 1 and seq[0][3] >= 1.0 and seq[0][0] == 0.0
+
+
+def shape_measures(lip_gap: np.ndarray, mouth_width: np.ndarray, phones, fps: float, *,
+                   offset: int = 0) -> dict[str, float]:
+    """Mouth shapes on the vowels and bilabials of a phone timeline.
+
+    For each single (non-diphthong) vowel of at least 50 ms that the table calls rounded
+    (round >= 0.5: o, u, y ...) or spread (spread >= 0.5: i, e ...), the mouth width (corner
+    distance over eye distance) is averaged over the frames around its middle; each bilabial
+    (p, b, m) counts as closed when the smallest lip gap over its frames (one frame either
+    side) is at most :data:`BILABIAL_GAP`. ``offset`` (frames, > 0: the mouth lags) shifts the
+    frames looked at.
+
+    Returns ``width_rounded``, ``width_spread``, ``width_spread_minus_rounded`` (> 0 is the
+    right direction), ``n_rounded``, ``n_spread``, ``bilabial_closure`` (share closed) and
+    ``n_bilabial``; NaN where a class has no phones.
+    """
+    gap = np.asarray(lip_gap, dtype=np.float64)
+    width = np.asarray(mouth_width, dtype=np.float64)
+    n = min(gap.shape[0], width.shape[0])
+    rounded, spread, closed = [], [], []
+    for p in _phone_list(phones):
+        f0 = int(np.floor(p.start * fps)) + offset
+        f1 = int(np.ceil(p.end * fps)) + offset
+        if f0 >= n or f1 <= 0:
+            continue
+        if _is_bilabial(p.label):
+            seg = gap[max(0, f0 - 1): min(n, f1 + 1)]
+            seg = seg[np.isfinite(seg)]
+            if seg.size:
+                closed.append(float(seg.min() <= BILABIAL_GAP))
+            continue
+        if p.end - p.start < 0.05:
+            continue
+        cls = _vowel_class(p.label)
+        if cls is None:
+            continue
+        mid = 0.5 * (p.start + p.end) * fps + offset
+        a, b = int(np.floor(mid - 0.5)), int(np.floor(mid + 0.5)) + 1
+        seg = width[max(0, a): min(n, b)]
+        seg = seg[np.isfinite(seg)]
+        if seg.size:
+            (rounded if cls == "rounded" else spread).append(float(seg.mean()))
+    nan = float("nan")
+    wr = float(np.mean(rounded)) if rounded else nan
+    ws = float(np.mean(spread)) if spread else nan
+    return {"width_rounded": wr, "width_spread": ws, "width_spread_minus_rounded": ws - wr,
+            "n_rounded": len(rounded), "n_spread": len(spread),
+            "bilabial_closure": float(np.mean(closed)) if closed else nan,
+            "n_bilabial": len(closed)}
+
+
+# ------------------------------------------------------------------------------------------
+# Comparison with a real video of the same speech
+# ------------------------------------------------------------------------------------------
+
+
+def normalized_mouth(landmarks: np.ndarray, idx: Sequence[int] = LIP_CONTOUR) -> np.ndarray:
+    """(n, k, 2) lip landmarks in a face-centred frame: the origin at the midpoint of the outer
+    eye corners, x along the eye line (so in-plane head roll is removed) and lengths over the
+    eye distance (so face size and position are removed). NaN rows stay NaN."""
+    from .measure import EYE_OUTER
+
+    lm = np.asarray(landmarks, dtype=np.float64)
+    a, b = lm[:, EYE_OUTER[0], :2], lm[:, EYE_OUTER[1], :2]
+    mid = 0.5 * (a + b)
+    d = b - a
+    with np.errstate(invalid="ignore", divide="ignore"):
+        eye = np.linalg.norm(d, axis=1)
+        ex = d / eye[:, None]
+    ey = np.stack([-ex[:, 1], ex[:, 0]], axis=1)
+    pts = lm[:, list(idx), :2] - mid[:, None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = np.einsum("nkd,nd->nk", pts, ex) / eye[:, None]
+        y = np.einsum("nkd,nd->nk", pts, ey) / eye[:, None]
+    return np.stack([x, y], axis=2)
+
+
+def _lagged(a: np.ndarray, b: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """``a[t]`` and ``b[t - lag]`` over the overlapping frames."""
+    n = min(a.shape[0], b.shape[0])
+    a, b = a[:n], b[:n]
+    if lag >= 0:
+        return a[lag:], b[: n - lag]
+    return a[: n + lag], b[-lag:]
+
+
+def reference_comparison(out_gap: np.ndarray, out_landmarks: np.ndarray, ref_gap: np.ndarray,
+                         ref_landmarks: np.ndarray, *, max_lag: int = 10) -> dict[str, float]:
+    """Compare a generated video's mouth with a real video of the same speech.
+
+    * ``reference_r`` / ``reference_lag_frames``: Pearson r of the two lip-gap tracks at their
+      best lag within ±``max_lag`` frames (> 0: the generated mouth lags the real one);
+    * ``lmd``: mouth landmark distance, the mean distance between corresponding lip landmarks
+      (:data:`LIP_CONTOUR`) after :func:`normalized_mouth`, in eye distances, at that lag;
+    * ``lmd_motion``: the same with each video's mean mouth shape removed first, so that two
+      different people's lips are compared by how they move, not by their shape.
+    """
+    r, lag = best_lag_correlation(out_gap, ref_gap, max_lag)
+    a = normalized_mouth(out_landmarks)
+    b = normalized_mouth(ref_landmarks)
+    a, b = _lagged(a, b, lag)
+    ok = np.isfinite(a).all(axis=(1, 2)) & np.isfinite(b).all(axis=(1, 2))
+    nan = float("nan")
+    if not ok.any():
+        return {"reference_r": r, "reference_lag_frames": int(lag), "lmd": nan,
+                "lmd_motion": nan}
+    a, b = a[ok], b[ok]
+    lmd = float(np.linalg.norm(a - b, axis=2).mean())
+    am, bm = a - a.mean(axis=0), b - b.mean(axis=0)
+    lmd_motion = float(np.linalg.norm(am - bm, axis=2).mean())
+    return {"reference_r": r, "reference_lag_frames": int(lag), "lmd": lmd,
+            "lmd_motion": lmd_motion}
+
+
+# ------------------------------------------------------------------------------------------
+# Render fidelity
+# ------------------------------------------------------------------------------------------
+
+
+def render_fidelity(jaw_open: np.ndarray, blink: np.ndarray, lip_gap: np.ndarray,
+                    eye_open: np.ndarray) -> dict[str, float]:
+    """How faithfully the rendered face shows the commanded motion.
+
+    ``jaw_open`` and ``blink`` are the commanded ``jawOpen`` and mean ``eyeBlink`` per frame;
+    ``lip_gap`` and ``eye_open`` (mean of both eyes) are measured on the output. Returns
+    ``jaw_r`` (Pearson r of commanded jaw and measured gap), ``jaw_gain`` and ``jaw_linearity``
+    (slope of gap over jawOpen and the R² of that line, fitted where jawOpen > 0.05),
+    ``blink_r`` (r of the commanded blink with the measured eye closure, 1 − openness over its
+    median) and ``blink_depth`` (measured closure at the frames commanded >= 0.9; NaN without
+    full blinks).
+    """
+    j = np.asarray(jaw_open, dtype=np.float64)
+    g = np.asarray(lip_gap, dtype=np.float64)
+    n = min(j.shape[0], g.shape[0])
+    j, g = j[:n], g[:n]
+    nan = float("nan")
+    ok = np.isfinite(j) & np.isfinite(g)
+    out = {"jaw_r": nan, "jaw_gain": nan, "jaw_linearity": nan, "blink_r": nan,
+           "blink_depth": nan}
+    if ok.sum() >= 3 and np.std(j[ok]) > 1e-6 and np.std(g[ok]) > 1e-9:
+        out["jaw_r"] = float(np.corrcoef(j[ok], g[ok])[0, 1])
+        sel = ok & (j > 0.05)
+        if sel.sum() >= 3 and np.std(j[sel]) > 1e-6:
+            slope, icpt = np.polyfit(j[sel], g[sel], 1)
+            pred = slope * j[sel] + icpt
+            ss = ((g[sel] - g[sel].mean()) ** 2).sum()
+            out["jaw_gain"] = float(slope)
+            out["jaw_linearity"] = float(1 - ((g[sel] - pred) ** 2).sum() / ss) if ss > 0 else nan
+    bl = np.asarray(blink, dtype=np.float64)
+    eo = np.asarray(eye_open, dtype=np.float64)
+    m = min(bl.shape[0], eo.shape[0])
+    bl, eo = bl[:m], eo[:m]
+    ok = np.isfinite(bl) & np.isfinite(eo)
+    if ok.sum() >= 3:
+        med = float(np.median(eo[ok]))
+        if med > 0:
+            closure = 1.0 - eo / med
+            if np.std(bl[ok]) > 1e-6 and np.std(closure[ok]) > 1e-9:
+                out["blink_r"] = float(np.corrcoef(bl[ok], closure[ok])[0, 1])
+            full = ok & (bl >= 0.9)
+            if full.any():
+                out["blink_depth"] = float(np.mean(closure[full]))
+    return out

@@ -141,7 +141,8 @@ def _decide_english(fr: Frames, acoustic_open: np.ndarray) -> tuple[bool, dict, 
     return english, info, full
 
 
-def analyze_speech(audio: Audio, *, lang: str = "auto", hop: float = 0.01) -> Speech:
+def analyze_speech(audio: Audio, *, lang: str = "auto", hop: float = 0.01,
+                   path: str = "auto") -> Speech:
     """Analyze speech audio into a per-hop mouth-shape timeline.
 
     Args:
@@ -149,6 +150,8 @@ def analyze_speech(audio: Audio, *, lang: str = "auto", hop: float = 0.01) -> Sp
         lang: ``"auto"``, an English code (``"en"``: recognizer path fused with the acoustic
             path) or any other language code (acoustic path).
         hop: analysis hop in seconds (5-40 ms).
+        path: ``"auto"`` (the path follows ``lang``), ``"acoustic"`` or ``"recognizer"`` to
+            force one path whatever the language.
 
     Returns:
         :class:`Speech` with ``method`` one of ``"recognizer:en"`` or ``"acoustic"``.
@@ -159,6 +162,8 @@ def analyze_speech(audio: Audio, *, lang: str = "auto", hop: float = 0.01) -> Sp
         raise InvalidOption(f"hop must be between 0.005 and 0.04 s, got {hop}")
     if audio is None or np.asarray(audio.samples).size == 0:
         raise AudioError("audio is empty")
+    if path not in ("auto", "acoustic", "recognizer"):
+        raise InvalidOption(f"path must be 'auto', 'acoustic' or 'recognizer', got {path!r}")
     code = lang.strip().lower().replace("_", "-")
     x = prepare(audio)
     fr = measure(x, float(hop))
@@ -167,7 +172,10 @@ def analyze_speech(audio: Audio, *, lang: str = "auto", hop: float = 0.01) -> Sp
                   "speech_db": round(fr.info["speech_db"], 2)}
     phones = []
     has_speech = bool(np.any(fr.activity >= 0.5))
-    if code == "auto":
+    full = None
+    if path != "auto":
+        english = path == "recognizer"
+    elif code == "auto":
         if has_speech:
             english, auto_info, full = _decide_english(fr, ac["open"])
         else:

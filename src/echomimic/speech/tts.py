@@ -6,38 +6,40 @@ mode; a callback collects the 16-bit samples and the ``espeakEVENT_PHONEME`` eve
 ``sample`` field gives the exact sample position at which each phoneme starts. A phoneme ends
 where the next event starts.
 
-espeak-ng keeps global state, so every call holds a module lock.
+espeak-ng keeps global state, so every call holds a module lock. Long texts are split at
+sentence ends into chunks of at most ``max_chars`` characters (:func:`split_sentences`), spoken one
+chunk at a time (:func:`synthesize_stream` yields them as they are ready; :func:`synthesize` joins
+them), so the lock is never held for long and the first audio comes early.
+
+``lang="auto"`` detects the text's language (:func:`echomimic.speech.textlang.detect_language`);
+for the Japanese voice, kanji are first rewritten as kana
+(:func:`echomimic.speech.textlang.kanji_to_kana`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import re
 import threading
 import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InvalidOption
 from ..types import Audio, Phone
+from .textlang import LANG_VOICES, prepare_text, resolve_lang, voice_for
 
-__all__ = ["synthesize", "write_wav", "resolve_voice", "LANG_VOICES", "SAMPLE_RATE"]
+__all__ = ["synthesize", "synthesize_stream", "split_sentences", "write_wav", "resolve_voice",
+           "TtsChunk", "LANG_VOICES", "SAMPLE_RATE", "MAX_CHUNK_CHARS"]
 
 #: espeak-ng's native output rate for its own (non-mbrola) voices.
 SAMPLE_RATE = 22050
 
-#: Common language codes -> espeak-ng voice names.
-LANG_VOICES: dict[str, str] = {
-    "en": "en-us", "en-us": "en-us", "en-gb": "en-gb", "en-uk": "en-gb",
-    "zh": "cmn", "zh-cn": "cmn", "cmn": "cmn", "mandarin": "cmn", "zh-hans": "cmn",
-    "yue": "yue", "zh-hk": "yue", "cantonese": "yue",
-    "ja": "ja", "jp": "ja", "ko": "ko",
-    "es": "es", "es-419": "es-419", "fr": "fr", "de": "de", "it": "it", "pt": "pt",
-    "pt-br": "pt-br", "nl": "nl", "ru": "ru", "pl": "pl", "tr": "tr", "ar": "ar",
-    "hi": "hi", "vi": "vi", "id": "id", "ms": "ms", "th": "th", "sv": "sv", "da": "da",
-    "nb": "nb", "no": "nb", "fi": "fi", "el": "el", "cs": "cs", "uk": "uk", "he": "he",
-    "fa": "fa", "hu": "hu", "ro": "ro", "ca": "ca",
-}
+#: Longest chunk of text spoken in one espeak-ng call (characters); longer texts are split.
+MAX_CHUNK_CHARS = 300
 
 # --- espeak-ng C API (speak_lib.h) ---------------------------------------------------------
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -125,52 +127,92 @@ def resolve_voice(lang: str = "en", voice: str | None = None) -> str:
     """espeak-ng voice name for a language code, or ``voice`` when given.
 
     ``voice`` may carry an espeak variant (``"en-us+f3"``). Raises :class:`InvalidOption` for a
-    language code that has no voice.
+    language code that has no voice (see :data:`LANG_VOICES`); ``"auto"`` must be resolved
+    against the text first (:func:`echomimic.speech.textlang.resolve_lang`).
     """
     if voice:
         return voice
-    key = (lang or "en").strip().lower().replace("_", "-")
-    if key in LANG_VOICES:
-        return LANG_VOICES[key]
-    base = key.split("-")[0]
-    if base in LANG_VOICES:
-        return LANG_VOICES[base]
-    raise InvalidOption(
-        f"unknown TTS language {lang!r}; use one of: {', '.join(sorted(set(LANG_VOICES)))}"
-    )
+    return voice_for(lang)
 
 
-def synthesize(
-    text: str,
-    *,
-    lang: str = "en",
-    voice: str | None = None,
-    rate: int = 175,
-    pitch: int = 50,
-    volume: int = 100,
-) -> tuple[Audio, list[Phone]]:
-    """Speak ``text`` and return the audio (at espeak's native rate) and its phoneme timing.
+#: Sentence ends: . ! ? ; … (followed by a space or the end) and the CJK full stops, which need
+#: no space after them.
+_SENTENCE_END = re.compile(r"(?<=[.!?;…])\s+|(?<=[。！？；])|\n\s*\n+|\n(?=\s*[-*•])")
+_CLAUSE_END = re.compile(r"(?<=[,:，、：])\s*")
 
-    Args:
-        text: UTF-8 text (any script the voice reads: Han characters for ``zh``, kana for ``ja``).
-        lang: language code (see :data:`LANG_VOICES`), ignored when ``voice`` is given.
-        voice: explicit espeak-ng voice name, optionally with a variant (``"en-us+f2"``).
-        rate: words per minute (80..450).
-        pitch: base pitch 0..100.
-        volume: amplitude 0..200.
 
-    Returns:
-        ``(Audio, phones)``: mono float32 audio at 22050 Hz and one :class:`Phone` per espeak
-        phoneme event (label = espeak-ng mnemonic; ``"_"`` is a pause), in order, with
-        ``start`` at the event's exact sample and ``end`` at the next event (or the audio end).
+def _pack(pieces: list[str], max_chars: int) -> list[str]:
+    out: list[str] = []
+    cur = ""
+    for piece in pieces:
+        if cur and len(cur) + 1 + len(piece) > max_chars:
+            out.append(cur)
+            cur = piece
+        else:
+            cur = f"{cur} {piece}" if cur and not _is_cjk_join(cur, piece) else cur + piece
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _is_cjk_join(left: str, right: str) -> bool:
+    return bool(left) and bool(right) and (ord(left[-1]) > 0x2E80 or ord(right[0]) > 0x2E80)
+
+
+def split_sentences(text: str, max_chars: int = MAX_CHUNK_CHARS) -> list[str]:
+    """Split ``text`` into chunks of whole sentences of at most ``max_chars`` characters.
+
+    Sentences end at ``. ! ? ; …`` followed by a space, at ``。！？；`` and at blank lines.
+    Consecutive sentences are packed into one chunk while they fit; a sentence longer than
+    ``max_chars`` is cut at commas, then at spaces, then (for scripts without spaces) every
+    ``max_chars`` characters. Empty pieces are dropped; a short text is one chunk.
     """
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidOption("text to speak is empty")
+    if max_chars < 20:
+        raise InvalidOption(f"max_chars must be at least 20, got {max_chars}")
+    text = text.strip()
+    if len(text) <= max_chars:
+        return [text] if text else []
+    pieces: list[str] = []
+    for sent in _SENTENCE_END.split(text):
+        sent = sent.strip()
+        if not sent:
+            continue
+        if len(sent) <= max_chars:
+            pieces.append(sent)
+            continue
+        for clause in _pack([c.strip() for c in _CLAUSE_END.split(sent) if c.strip()], max_chars):
+            if len(clause) <= max_chars:
+                pieces.append(clause)
+                continue
+            words = clause.split()
+            if len(words) > 1:
+                pieces.extend(_pack(words, max_chars))
+            else:
+                pieces.extend(clause[i:i + max_chars] for i in range(0, len(clause), max_chars))
+    return _pack(pieces, max_chars)
+
+
+@dataclass
+class TtsChunk:
+    """One spoken chunk of a text: its audio and phonemes (times from the chunk's start) and
+    where it starts in the whole (``offset`` seconds, ``index`` of the chunk)."""
+
+    index: int
+    text: str
+    audio: Audio
+    phones: list[Phone]
+    offset: float
+
+
+def _check_prosody(rate: int, pitch: int, volume: int) -> None:
     for name, val, lo, hi in (("rate", rate, 80, 450), ("pitch", pitch, 0, 100),
                               ("volume", volume, 0, 200)):
-        if not isinstance(val, (int, np.integer)) or not lo <= int(val) <= hi:
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or not lo <= int(val) <= hi:
             raise InvalidOption(f"{name} must be an integer in [{lo}, {hi}], got {val!r}")
-    name = resolve_voice(lang, voice)
+
+
+def _speak(text: str, name: str, rate: int, pitch: int, volume: int) -> tuple[Audio, list[Phone]]:
+    """One espeak-ng call (the text must fit one chunk)."""
     with _lock:
         lib = _library()
         if lib.espeak_SetVoiceByName(name.encode()) != 0:
@@ -199,6 +241,79 @@ def synthesize(
             continue
         phones.append(Phone(start=start / sr, end=end / sr, label=label, weight=1.0))
     return Audio(samples=samples, sample_rate=sr, source=f"tts:{name}"), phones
+
+
+def synthesize_stream(
+    text: str,
+    *,
+    lang: str = "en",
+    voice: str | None = None,
+    rate: int = 175,
+    pitch: int = 50,
+    volume: int = 100,
+    max_chars: int = MAX_CHUNK_CHARS,
+) -> Iterator[TtsChunk]:
+    """Speak ``text`` chunk by chunk (whole sentences, see :func:`split_sentences`), yielding
+    each :class:`TtsChunk` as soon as it is synthesized. Arguments as :func:`synthesize`.
+
+    The options are checked and the language resolved before the first chunk is spoken.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidOption("text to speak is empty")
+    _check_prosody(rate, pitch, volume)
+    if voice:
+        name = voice
+    else:
+        name = voice_for(resolve_lang(text, lang))
+    pieces = split_sentences(prepare_text(text, name), max_chars)
+    offset = 0.0
+    for i, piece in enumerate(pieces):
+        audio, phones = _speak(piece, name, rate, pitch, volume)
+        yield TtsChunk(index=i, text=piece, audio=audio, phones=phones, offset=offset)
+        offset += audio.duration
+
+
+def synthesize(
+    text: str,
+    *,
+    lang: str = "en",
+    voice: str | None = None,
+    rate: int = 175,
+    pitch: int = 50,
+    volume: int = 100,
+    max_chars: int = MAX_CHUNK_CHARS,
+) -> tuple[Audio, list[Phone]]:
+    """Speak ``text`` and return the audio (at espeak's native rate) and its phoneme timing.
+
+    Args:
+        text: UTF-8 text (any script the voice reads: Han characters for ``zh``/``yue``; kana or
+            kanji for ``ja``, kanji being rewritten as kana first).
+        lang: language code (see :data:`LANG_VOICES`) or ``"auto"`` (detected from the text);
+            ignored when ``voice`` is given.
+        voice: explicit espeak-ng voice name, optionally with a variant (``"en-us+f2"``).
+        rate: words per minute (80..450).
+        pitch: base pitch 0..100.
+        volume: amplitude 0..200 (100 is espeak's normal level).
+        max_chars: longest chunk spoken in one call; longer texts are split at sentences and
+            the chunks joined (:func:`synthesize_stream`).
+
+    Returns:
+        ``(Audio, phones)``: mono float32 audio at 22050 Hz and one :class:`Phone` per espeak
+        phoneme event (label = espeak-ng mnemonic; ``"_"`` is a pause), in order, with
+        ``start`` at the event's exact sample and ``end`` at the next event (or the audio end).
+    """
+    parts: list[np.ndarray] = []
+    phones: list[Phone] = []
+    source, sr = "tts", SAMPLE_RATE
+    for chunk in synthesize_stream(text, lang=lang, voice=voice, rate=rate, pitch=pitch,
+                                   volume=volume, max_chars=max_chars):
+        sr, source = chunk.audio.sample_rate, chunk.audio.source
+        t0 = sum(len(p) for p in parts) / sr
+        parts.append(chunk.audio.samples)
+        phones.extend(Phone(start=p.start + t0, end=p.end + t0, label=p.label, weight=p.weight)
+                      for p in chunk.phones)
+    samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return Audio(samples=samples.astype(np.float32, copy=False), sample_rate=sr, source=source), phones
 
 
 def write_wav(path: str | Path, audio: Audio) -> Path:
