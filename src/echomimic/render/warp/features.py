@@ -150,7 +150,7 @@ class MouthInterior:
         lum = float(np.clip(0.299 * self.lip[0] + 0.587 * self.lip[1] + 0.114 * self.lip[2], 40, 220))
         self.light = float(np.clip(lum / 140.0, 0.6, 1.25))
         self.cavity = np.clip(self.lip * 0.30 + np.array([14, 3, 4]), 0, 255)
-        self.teeth = np.array([214, 205, 190], np.float32) * min(1.0, 0.8 * self.light + 0.2)
+        self.teeth = np.array([226, 218, 204], np.float32) * min(1.0, 0.75 * self.light + 0.25)
         self.tongue = np.clip(self.lip * 0.8 + np.array([18, -4, -2]), 0, 255)
 
     def lip_line(self, img: np.ndarray, upper: np.ndarray, lower: np.ndarray, strength: float = 1.0) -> None:
@@ -184,7 +184,10 @@ class MouthInterior:
     def paint(self, img: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> None:
         """``upper``/``lower``: inner-lip contours (corner to corner, same corners), pixels in
         ``img``'s coordinates. Paints in place."""
-        upper, lower = _chaikin(np.asarray(upper, np.float64)), _chaikin(np.asarray(lower, np.float64))
+        upper = np.asarray(upper, np.float64)
+        lower = np.asarray(lower, np.float64).copy()
+        lower[:, 1] = np.maximum(lower[:, 1], upper[:, 1])      # never a crossed contour
+        upper, lower = _chaikin(upper), _chaikin(lower)
         poly = np.concatenate([upper, lower[::-1][1:-1]])
         x0 = int(np.floor(poly[:, 0].min())) - 2
         x1 = int(np.ceil(poly[:, 0].max())) + 3
@@ -229,24 +232,25 @@ class MouthInterior:
         tongue_m *= smoothstep((g - 0.10 * E) / (0.12 * E))
         tcol = self.tongue[None, None, :] * (0.55 + 0.35 * np.clip(1 - np.abs(ty), 0, 1))[..., None]
         col = col * (1 - tongue_m[..., None]) + tcol * tongue_m[..., None]
-        # upper teeth: a band under the upper lip across the middle of the mouth
+        # soft shadow just inside the lips (on the cavity and tongue)
+        edge = np.clip(np.minimum(ys - yu, yl - ys) / max(1.2, 0.02 * E), 0, 1)
+        col *= (0.7 + 0.3 * edge)[..., None]
+        # upper teeth: a band right under the upper lip across the middle of the mouth
         th = np.minimum(0.10 * E, 0.55 * g)
         tb = (ys - yu) / np.maximum(th, 1e-3)
-        teeth_w = smoothstep((0.78 - np.abs(xr)) / 0.22)
-        band = smoothstep((1 - tb) * 2.5) * (tb > -0.2)
-        gum = 0.86 + 0.14 * smoothstep(tb * 5)
-        incisor = 1 - 0.07 * np.abs(np.cos(np.pi * xr * 2.4)) ** 8
-        tcol2 = self.teeth[None, None, :] * (gum * incisor * (0.45 + 0.55 * teeth_w) * (1 - 0.18 * np.clip(tb, 0, 1)))[..., None]
-        tm = (band * teeth_w)[..., None]
+        teeth_w = smoothstep((0.8 - np.abs(xr)) / 0.3)
+        band = smoothstep((1 - tb) * 3.0) * smoothstep((tb + 0.05) * 6.0)
+        gum = 0.9 + 0.1 * smoothstep(tb * 4)
+        incisor = 1 - 0.06 * np.abs(np.cos(np.pi * xr * 2.4)) ** 8
+        shade_t = gum * incisor * (0.6 + 0.4 * teeth_w) * (1 - 0.12 * np.clip(tb, 0, 1))
+        tcol2 = self.teeth[None, None, :] * shade_t[..., None]
+        tm = (band * smoothstep(teeth_w * 1.5))[..., None]
         col = col * (1 - tm) + tcol2 * tm
         # lower teeth, only when wide open
         lh = np.minimum(0.06 * E, 0.22 * g)
         lb = (yl - ys) / np.maximum(lh, 1e-3)
         lm_ = smoothstep((1 - lb) * 4) * smoothstep((0.6 - np.abs(xr)) / 0.25) * smoothstep((g - 0.18 * E) / (0.1 * E))
         col = col * (1 - 0.7 * lm_[..., None]) + self.teeth[None, None, :] * 0.72 * 0.7 * lm_[..., None]
-        # soft shadow just inside the lips
-        edge = np.clip(np.minimum(ys - yu, yl - ys) / max(1.2, 0.02 * E), 0, 1)
-        col *= (0.75 + 0.25 * edge)[..., None]
         roi = img[y0:y1, x0:x1]
         out = roi.astype(np.float32) * (1 - mask[..., None]) + col * mask[..., None]
         roi[:] = np.clip(out + 0.5, 0, 255).astype(np.uint8)

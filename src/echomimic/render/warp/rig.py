@@ -203,8 +203,14 @@ class Rig:
         d[:, 1] -= up
         d[:, 1] += 0.07 * (frown_l * self.w_corner_l + frown_r * self.w_corner_r)
         # f/v: lower lip up under the upper teeth; upper lip raised
-        d[self.lower_lip, 1] -= 0.07 * roll_lower
         d[self.upper_lip, 1] -= 0.035 * upper_up
+        if roll_lower > 1e-4:
+            # the lower lip rises to the upper teeth, never past the upper lip
+            ui, li = UPPER_INNER[1:-1], LOWER_INNER[1:-1]
+            gap = (self.uv[li, 1] + d[li, 1]) - (self.uv[ui, 1] + d[ui, 1])
+            rise = np.minimum(0.07 * roll_lower, np.maximum(gap - 0.01, 0.0))
+            d[li, 1] -= rise
+            d[LOWER_OUTER[1:-1], 1] -= rise
         d[self.lower_lip, 1] += 0.05 * lower_down * (1 - close)
         # brows
         bi = float(g("browInnerUp", 0.0))
