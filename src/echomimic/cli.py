@@ -264,6 +264,12 @@ def animate_cmd(
         "--text", "-t", help="Text to speak (offline TTS with espeak-ng).")] = None,
     motion: Annotated[Optional[Path], typer.Option(
         "--motion", "-m", help="A motion file (JSON) to drive the portrait.")] = None,
+    transcript: Annotated[Optional[str], typer.Option(
+        "--transcript", help="The words of --audio (text or a .txt file): aligned to the "
+        "recording, they drive the mouth instead of blind recognition.")] = None,
+    prompt: Annotated[Optional[str], typer.Option(
+        "--prompt", "-p", help='Directed actions and emotion, e.g. "smiles, then nods twice; '
+        'looks left at the end" or "微笑并点头".')] = None,
     motion_out: Annotated[Optional[Path], typer.Option(
         "--motion-out", help="Also save the rendered motion track (JSON).")] = None,
     preview: Annotated[Optional[Path], typer.Option(
@@ -290,8 +296,11 @@ def animate_cmd(
     t0 = time.perf_counter()
     with _ProgressBar(quiet=quiet or as_json) as bar:
         result = animate(image, output, audio=audio, text=text, motion=motion,
+                         transcript=transcript, prompt=prompt,
                          motion_out=motion_out, preview=preview, progress=bar, **opts)
     wall = time.perf_counter() - t0
+    for w in result.meta.get("warnings", []):
+        typer.echo(f"warning: {w}", err=True)
     if as_json:
         summary = result.summary()
         summary["wall_seconds"] = wall
@@ -363,28 +372,6 @@ def tts_cmd(
 # evaluate
 # ------------------------------------------------------------------------------------------------
 
-#: Figures of evaluate_video and what they mean, in display order.
-EVALUATE_LABELS: dict[str, str] = {
-    "n_frames": "frames",
-    "fps": "frame rate",
-    "duration": "duration (s)",
-    "face_found_share": "frames with a face",
-    "has_audio": "has audio",
-    "lipsync_loudness_r": "lip-sync r (lip gap vs loudness)",
-    "lipsync_lag_frames": "lip-sync lag (frames, > 0: mouth late)",
-    "silence_closure": "mouth closed in pauses (share)",
-    "pause_frames": "pause frames",
-    "open_p5": "mouth opening p5 (speech)",
-    "open_p50": "mouth opening p50 (speech)",
-    "open_p95": "mouth opening p95 (speech)",
-    "mouth_jitter": "mouth jitter",
-    "photo_lip_gap": "lip gap in the photo",
-    "identity_mean": "identity distance, mean (< 0.6 same person)",
-    "identity_max": "identity distance, max",
-    "identity_frames": "identity frames compared",
-}
-
-
 def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -402,18 +389,31 @@ def evaluate_cmd(
     audio: Annotated[Optional[Path], typer.Option(
         "--audio", "-a", help="Speech to compare with (default: the video's own audio).")]
     = None,
+    reference: Annotated[Optional[Path], typer.Option(
+        "--reference", "-r", help="A real video of someone speaking this audio: compare the "
+        "mouth tracks (correlation, LMD).")] = None,
+    phones: Annotated[Optional[Path], typer.Option(
+        "--phones", help="Phone timeline JSON ([{start, end, label}]): truth-curve, vowel and "
+        "p/b/m figures.")] = None,
+    motion: Annotated[Optional[Path], typer.Option(
+        "--motion", "-m", help="The motion file that was rendered (render fidelity).")] = None,
     identity: Annotated[bool, typer.Option(
         "--identity/--no-identity", help="Compare faces with the photo (dlib).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
-    """Measure a talking-portrait video: lip-sync, mouth closure in pauses, identity."""
+    """Measure a talking-portrait video: lip-sync, mouth closure and shapes, identity,
+    stability and render fidelity (see docs/quality.md)."""
     from .errors import VideoError
-    from .quality.evaluate import evaluate_video
+    from .quality.evaluate import LABELS, evaluate_video
 
     _require_file(video, "video", VideoError)
     _require_file(image, "image", ImageError)
     _require_file(audio, "audio", AudioError)
-    res = evaluate_video(video, image=image, audio=audio, identity=identity)
+    _require_file(reference, "reference video", VideoError)
+    _require_file(phones, "phone timeline", InvalidOption)
+    _require_file(motion, "motion file", MotionError)
+    res = evaluate_video(video, image=image, audio=audio, reference=reference, phones=phones,
+                         motion=motion, identity=identity and image is not None)
     if as_json:
         _print_json(res)
         return
@@ -423,9 +423,9 @@ def evaluate_cmd(
     table.add_column("figure")
     table.add_column("key", style="dim")
     table.add_column("value", justify="right")
-    keys = [k for k in EVALUATE_LABELS if k in res] + [k for k in res if k not in EVALUATE_LABELS]
+    keys = [k for k in LABELS if k in res] + [k for k in res if k not in LABELS]
     for k in keys:
-        table.add_row(EVALUATE_LABELS.get(k, k), k, _fmt(res[k]))
+        table.add_row(LABELS.get(k, k), k, _fmt(res[k]))
     _console().print(table)
 
 
@@ -444,8 +444,12 @@ def bench_cmd(
     = "512,1080p",
     fps: Annotated[float, typer.Option("--fps", help="Output frame rate.")] = 25.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    quality: Annotated[bool, typer.Option(
+        "--quality", help="Run the lip-sync evaluation set instead (held-out split; minutes).")]
+    = False,
 ) -> None:
-    """Time the pipeline per stage (ms/frame) and the real-time factor."""
+    """Time the pipeline per stage (ms/frame) and the real-time factor, or, with --quality,
+    measure lip-sync on the synthesized evaluation set."""
     from .bench import format_table, parse_sizes, run_bench
 
     quiet = as_json or not sys.stderr.isatty()
@@ -454,6 +458,17 @@ def bench_cmd(
     def note(msg: str) -> None:
         if not quiet:
             con.print(f"[dim]{msg}[/dim]")
+
+    if quality:
+        from .quality.evalset import build_items, format_summary, run_items, summarize
+
+        rows = run_items(build_items("heldout"), ("acoustic", "recognizer", "auto"), log=note)
+        summary = summarize(rows)
+        if as_json:
+            _print_json({"summary": summary, "items": rows})
+        else:
+            sys.stdout.write(format_summary(summary) + "\n")
+        return
 
     report = run_bench(seconds=seconds, sizes=parse_sizes(sizes), fps=fps, log=note)
     if as_json:

@@ -46,6 +46,7 @@ class AnimateOptions:
     voice: str | None = None           # TTS voice (espeak-ng name); default from lang
     rate: int = 175                    # TTS words per minute
     pitch: int = 50                    # TTS pitch 0..99
+    volume: int = 100                  # TTS volume 0..200
     expression_scale: float = 1.0
     head_motion_scale: float = 1.0
     blink_rate: float | None = None    # blinks per minute; None = natural
@@ -94,8 +95,15 @@ class AnimateOptions:
             bad("face_index must be >= 0")
         if float(self.max_duration) <= 0:
             bad("max_duration must be positive")
-        if self.emotion not in ("neutral",):
-            bad(f"emotion {self.emotion!r} is not available yet (only 'neutral')")
+        from .motion.emotion import check_emotion
+
+        check_emotion(self.emotion, float(self.emotion_intensity))
+        if not (0 <= int(self.volume) <= 200):
+            bad("volume must be between 0 and 200")
+        if not (80 <= int(self.rate) <= 450):
+            bad("rate must be between 80 and 450 words per minute")
+        if not (0 <= int(self.pitch) <= 99):
+            bad("pitch must be between 0 and 99")
         if self.drive != "all" or float(self.motion_scale) != 1.0:
             pass  # video-driving controls; ignored without a driving video
         if not (0 <= int(self.crf) <= 51):
@@ -138,47 +146,83 @@ def load_portrait(image: Any, opts: AnimateOptions) -> Portrait:
     return prepare_portrait(rgb, fa, crop=opts.crop, size=int(opts.size), max_side=int(opts.max_side))
 
 
-def load_speech(*, audio: Any = None, text: str | None = None,
+def load_speech(*, audio: Any = None, text: str | None = None, transcript: str | None = None,
                 opts: AnimateOptions) -> tuple[Speech, Any]:
-    """The speech timeline and the audio source to mux (a path, bytes, or an Audio)."""
+    """The speech timeline and the audio source to mux (a path, bytes, or an Audio).
+
+    Text is spoken offline (espeak-ng) and its exact phoneme timing drives the mouth; a
+    transcript of real audio is aligned to it and replaces blind recognition.
+    """
     from .media import load_audio
     from .speech import analyze_speech, speech_from_phones, synthesize
 
     if text is not None:
         if not str(text).strip():
             raise InvalidOption("text is empty")
-        lang = opts.lang if opts.lang != "auto" else "en"
+        from .speech.textlang import resolve_lang
+
+        lang = resolve_lang(str(text), opts.lang)
         tts_audio, phones = synthesize(str(text), lang=lang, voice=opts.voice,
-                                       rate=int(opts.rate), pitch=int(opts.pitch))
+                                       rate=int(opts.rate), pitch=int(opts.pitch),
+                                       volume=int(opts.volume))
         if tts_audio.duration > float(opts.max_duration):
             from .errors import AudioTooLong
 
             raise AudioTooLong(f"the spoken text lasts {tts_audio.duration:.0f} s, over the "
                                f"limit of {opts.max_duration:.0f} s")
-        return speech_from_phones(tts_audio, phones), tts_audio
+        speech = speech_from_phones(tts_audio, phones)
+        speech.lang = lang
+        return speech, tts_audio
     a = audio if isinstance(audio, Audio) else load_audio(audio, sample_rate=16000,
                                                          max_duration=float(opts.max_duration))
+    if transcript is not None:
+        from .speech.align import align_transcript
+
+        return align_transcript(a, transcript, lang=opts.lang, voice=opts.voice), audio
     return analyze_speech(a, lang=opts.lang), audio
 
 
 def drive(*, speech: Speech | None, motion: MotionTrack | None, n_frames: int,
-          opts: AnimateOptions) -> MotionTrack:
+          opts: AnimateOptions, prompt: str | None = None,
+          warnings: list[str] | None = None) -> MotionTrack:
     """Driver tracks mixed into one, by the precedence of the design: lips from speech; the rest
-    from a motion file when given, else idle life; scales last."""
+    from a motion file when given, else idle life; prompt actions and the emotion add on top;
+    scales last. Prompt phrases that are not understood are appended to ``warnings``."""
     from .motion import idle_track, lipsync_track, mix_tracks, quantize
+    from .motion.emotion import emotion_head_scale, emotion_overlay
 
     fps = float(opts.fps)
+    overlays: list[MotionTrack] = []
+    emotion, intensity = opts.emotion, float(opts.emotion_intensity)
+    if prompt:
+        from .motion.prompt import parse_prompt
+
+        res = parse_prompt(prompt, duration=n_frames / fps, fps=fps, speech=speech)
+        overlays.extend(res.overlays)
+        if warnings is not None:
+            warnings.extend(res.warnings)
+        if res.emotion and emotion == "neutral":          # an explicit --emotion wins
+            emotion = res.emotion
+            if res.emotion_intensity is not None:
+                intensity = float(res.emotion_intensity)
+    if emotion != "neutral":
+        overlays.append(emotion_overlay(n_frames, fps, emotion, intensity))
     lips = None
     if speech is not None:
         lips = lipsync_track(speech, n_frames, fps, expression_scale=float(opts.expression_scale))
     if motion is not None:
         base = motion
     else:
+        head = float(opts.head_motion_scale) * emotion_head_scale(emotion, intensity)
         base = idle_track(n_frames, fps, seed=int(opts.seed), speech=speech,
-                          head_motion_scale=float(opts.head_motion_scale),
-                          blink_rate=opts.blink_rate, expression_scale=float(opts.expression_scale))
-    mixed = mix_tracks(speech=lips, base=base, n_frames=n_frames, fps=fps)
+                          head_motion_scale=head, blink_rate=opts.blink_rate,
+                          expression_scale=float(opts.expression_scale))
+    mixed = mix_tracks(speech=lips, base=base, overlays=overlays, n_frames=n_frames, fps=fps)
     mixed.meta.update({"seed": int(opts.seed), "renderer": opts.renderer})
+    if emotion != "neutral":
+        mixed.meta["emotion"] = {"name": emotion, "intensity": intensity}
+    if prompt:
+        mixed.meta["prompt"] = prompt
     if speech is not None:
         mixed.meta["speech"] = {"method": speech.method, "lang": speech.lang}
     return quantize(mixed)
@@ -308,7 +352,11 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
         audio: speech audio (path or bytes; any format FFmpeg decodes), or an ``Audio``.
         video: a driving video (not available yet in this version).
         text: text to speak (offline TTS); the mouth follows its exact phoneme timing.
-        transcript, prompt: reserved for transcript-guided lip-sync and prompt actions.
+        transcript: the words of ``audio`` (text or a .txt path); aligned to the recording, it
+            replaces blind recognition for the mouth timeline.
+        prompt: directed actions and emotion, e.g. "smiles, then nods twice; looks left at the
+            end" or "微笑并点头"; phrases that are not understood are listed in
+            ``result.meta["warnings"]``.
         motion: a motion file path or :class:`MotionTrack`; alone it reproduces its frames.
         motion_out: where to save the motion track that was rendered (versioned JSON).
         preview: where to save a contact sheet (PNG) of frames across the clip.
@@ -325,8 +373,8 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
     opts = AnimateOptions.from_kwargs(**options)
     if video is not None:
         raise InvalidOption("driving by video is not available in this version")
-    if transcript is not None or prompt is not None:
-        raise InvalidOption("transcript and prompt are not available in this version")
+    if transcript is not None and audio is None:
+        raise InvalidOption("a transcript goes with an audio recording (--audio)")
     if audio is not None and text is not None:
         raise InvalidOption("give either audio or text, not both")
     if audio is None and text is None and motion is None:
@@ -352,7 +400,7 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
     speech, audio_src = None, None
     t = time.perf_counter()
     if audio is not None or text is not None:
-        speech, audio_src = load_speech(audio=audio, text=text, opts=opts)
+        speech, audio_src = load_speech(audio=audio, text=text, transcript=transcript, opts=opts)
     timings["analyze_audio"] = time.perf_counter() - t
     report("analyze", 1.0)
 
@@ -362,12 +410,15 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
     else:
         n_frames = int(round(track_in.n_frames * fps / track_in.fps))
     t = time.perf_counter()
-    if track_in is not None and speech is None and abs(track_in.fps - fps) < 1e-9:
+    warnings: list[str] = []
+    plain = (not prompt and opts.emotion == "neutral")
+    if track_in is not None and speech is None and plain and abs(track_in.fps - fps) < 1e-9:
         from .motion import quantize
 
         track = quantize(track_in)            # --motion alone: exactly its frames
     else:
-        track = drive(speech=speech, motion=track_in, n_frames=n_frames, opts=opts)
+        track = drive(speech=speech, motion=track_in, n_frames=n_frames, opts=opts,
+                      prompt=prompt, warnings=warnings)
     timings["motion"] = time.perf_counter() - t
     if motion_out is not None:
         from .motion import save_motion
@@ -392,7 +443,7 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
         timings=timings, motion=track,
         speech_method=speech.method if speech is not None else "",
         lang=speech.lang if speech is not None else "",
-        meta={"closed_mouth_from_open": None, "face_box": portrait.face_box},
+        meta={"face_box": portrait.face_box, "warnings": warnings},
     )
 
 

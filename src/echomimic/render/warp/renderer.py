@@ -202,8 +202,8 @@ class WarpRenderer:
         ry0, ry1 = int(max(0, cy - 1.35 * F)), int(min(H, cy + 1.45 * F))
         self.roi = (rx0, ry0, rx1, ry1)
         rw, rh = rx1 - rx0, ry1 - ry0
-        self.margin = margin = int(max(4, round(0.22 * E)))
-        self.max_head_px = float(max_head_px if max_head_px is not None else 0.7 * margin)
+        self.margin = margin = int(max(4, round(0.30 * E)))
+        self.max_head_px = float(max_head_px if max_head_px is not None else 0.8 * margin)
         pm = (np.asarray(portrait.person_mask) > 0.5).astype(np.uint8)
         oval = lm_rest[FACE_OVAL, :2]
         cv2.fillPoly(pm, [np.round(oval).astype(np.int32)], 1)
@@ -221,7 +221,7 @@ class WarpRenderer:
         padded = np.pad(dil_roi, 1)
         dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
         self.falloff = smoothstep((dist - guard) / margin).astype(np.float32)
-        self.rest_roi = np.ascontiguousarray(rest[ry0:ry1, rx0:rx1])
+        self.rest_roi = rest[ry0:ry1, rx0:rx1].copy()   # ours: the lip line is drawn into it
 
         # ---- control points (ROI coordinates) ------------------------------------------------
         off = np.array([rx0, ry0, 0.0])
@@ -397,28 +397,46 @@ class WarpRenderer:
             dst[: self.i_tor.stop, 1] += dy
         return dst
 
+    def _silhouette_shift(self, m: dict[str, float]) -> float:
+        ring = self.ring3 + np.array([self.roi[0], self.roi[1], 0.0])
+        if not len(ring):
+            return 0.0
+        moved = self.rig.apply_head(ring, m, self.ring_w)
+        return float(np.abs(moved[:, :2] - ring[:, :2]).max())
+
     def _limit_head(self, m: dict[str, float]) -> dict[str, float]:
-        """Eases head motion so that the silhouette never moves more than ``max_head_px``."""
+        """Eases head motion so that the silhouette never moves more than ``max_head_px``.
+
+        Turns (yaw, pitch) and the in-plane motion (roll, translation, scale) are eased apart, so
+        a large turn does not also damp a tilt: each gets the silhouette budget on its own, and
+        the in-plane part is then fitted into what is left.
+        """
         keys = ("yaw", "pitch", "roll", "tx", "ty", "scale")
         if not any(k in m for k in keys):
             return m
-        ring = self.ring3 + np.array([self.roi[0], self.roi[1], 0.0])
-        moved = self.rig.apply_head(ring, m, self.ring_w)
-        disp = float(np.abs(moved[:, :2] - ring[:, :2]).max()) if len(ring) else 0.0
         lim = self.max_head_px
-        if disp <= 0.6 * lim or disp == 0:
-            return m
-        # soft clamp: ease into the limit
-        x = disp / lim
-        target = lim * (0.6 + 0.4 * np.tanh((x - 0.6) / 0.4)) if x > 0.6 else disp
-        f = target / disp
-        m = dict(m)
-        for k in ("yaw", "pitch", "roll", "tx", "ty"):
-            if k in m:
-                m[k] = float(m[k]) * f
-        if "scale" in m:
-            m["scale"] = 1.0 + (float(m["scale"]) - 1.0) * f
-        return m
+
+        def ease(disp: float) -> float:
+            if disp <= 0.6 * lim or disp == 0:
+                return 1.0
+            x = disp / lim
+            return lim * (0.6 + 0.4 * np.tanh((x - 0.6) / 0.4)) / disp
+
+        out = dict(m)
+        turn = {k: float(m.get(k, 0.0)) for k in ("yaw", "pitch")}
+        f = ease(self._silhouette_shift(turn))
+        if f < 1.0:
+            for k in ("yaw", "pitch"):
+                if k in out:
+                    out[k] = float(out[k]) * f
+        f = ease(self._silhouette_shift(out))
+        if f < 1.0:
+            for k in ("roll", "tx", "ty"):
+                if k in out:
+                    out[k] = float(out[k]) * f
+            if "scale" in out:
+                out["scale"] = 1.0 + (float(out["scale"]) - 1.0) * f
+        return out
 
     # ------------------------------------------------------------------------------------------
     def render_roi(self, m: dict[str, float]) -> np.ndarray:
