@@ -26,7 +26,8 @@ from typing import Annotated, Any, Callable, Iterator, Optional
 import typer
 
 from . import __version__
-from .errors import AudioError, EchomimicError, ImageError, InvalidOption, MotionError
+from .errors import (AudioError, EchomimicError, ImageError, InvalidOption, MotionError,
+                     VideoError)
 
 __all__ = ["app", "main"]
 
@@ -172,7 +173,7 @@ OPTION_HELP: dict[str, str] = {
     "expression_scale": "Scale of mouth and face expressions (0-3).",
     "head_motion_scale": "Scale of head motion (0-3).",
     "blink_rate": "Blinks per minute (default: natural).",
-    "emotion": "Expression bias (only 'neutral' in this version).",
+    "emotion": "Expression bias: neutral, happy, sad, angry or surprised.",
     "emotion_intensity": "Strength of the expression bias (0-1).",
     "drive": "Regions driven by a driving video.",
     "motion_scale": "Strength of a driving video's motion.",
@@ -183,12 +184,19 @@ OPTION_HELP: dict[str, str] = {
     "max_duration": "Longest accepted speech, in seconds.",
     "max_pixels": "Largest accepted photo, in pixels.",
     "crf": "H.264 quality (0-51, lower is better and bigger).",
+    "volume": "TTS volume (0-200).",
+    "drive": "Regions that follow a driving video: head, eyes, brows, lips or all (comma list).",
+    "motion_scale": "Strength of the driving video's motion (expression and head scales multiply on top).",
+    "loop": "When the driving video is shorter than the speech: pingpong, repeat or hold.",
+    "relative": "Head pose relative to the driving video's first pose (--absolute: as measured).",
     "preset": "x264 speed preset (ultrafast ... veryslow).",
 }
 
-#: Options that only matter with a driving video, which this version does not take yet: still
-#: accepted, but left out of --help.
-_HIDDEN_OPTIONS = frozenset({"drive", "motion_scale", "loop"})
+#: Options accepted but left out of --help.
+_HIDDEN_OPTIONS: frozenset[str] = frozenset()
+
+#: Spelling of the boolean options on the command line (on/off flags).
+_BOOL_FLAGS = {"relative": "--relative/--absolute"}
 
 _SHARED_PANEL = "Shared options (same names as the Python API)"
 
@@ -223,8 +231,9 @@ def _with_shared_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     annotations = {p.name: p.annotation for p in params}
     for name, base, default in option_fields():
+        flag = _BOOL_FLAGS.get(name, cli_name(name)) if base is bool else cli_name(name)
         opt = typer.Option(
-            cli_name(name), help=OPTION_HELP.get(name, ""), hidden=name in _HIDDEN_OPTIONS,
+            flag, help=OPTION_HELP.get(name, ""), hidden=name in _HIDDEN_OPTIONS,
             show_default=(False if default is None else
                           f"{default:g}" if isinstance(default, float) else str(default)),
             rich_help_panel=_SHARED_PANEL)
@@ -263,7 +272,11 @@ def animate_cmd(
     text: Annotated[Optional[str], typer.Option(
         "--text", "-t", help="Text to speak (offline TTS with espeak-ng).")] = None,
     motion: Annotated[Optional[Path], typer.Option(
-        "--motion", "-m", help="A motion file (JSON) to drive the portrait.")] = None,
+        "--motion", "-m", help="A motion file (JSON), or a face-landmark sequence (JSON/npz), "
+        "to drive the portrait.")] = None,
+    video: Annotated[Optional[Path], typer.Option(
+        "--video", "-v", help="A driving video: its face and head motion is copied onto the "
+        "portrait (its sound is kept unless --audio or --text is given).")] = None,
     transcript: Annotated[Optional[str], typer.Option(
         "--transcript", help="The words of --audio (text or a .txt file): aligned to the "
         "recording, they drive the mouth instead of blind recognition.")] = None,
@@ -287,15 +300,17 @@ def animate_cmd(
 
     if sum(x is not None for x in (audio, text)) > 1:
         raise InvalidOption("give either --audio or --text, not both")
-    if audio is None and text is None and motion is None:
-        raise InvalidOption("nothing drives the portrait: give --audio, --text or --motion")
+    if audio is None and text is None and motion is None and video is None:
+        raise InvalidOption("nothing drives the portrait: give --audio, --text, --video or "
+                            "--motion")
     _require_file(image, "image", ImageError)
     _require_file(audio, "audio", AudioError)
     _require_file(motion, "motion", MotionError)
+    _require_file(video, "video", VideoError)
     opts = {k: v for k, v in options.items() if v is not None}
     t0 = time.perf_counter()
     with _ProgressBar(quiet=quiet or as_json) as bar:
-        result = animate(image, output, audio=audio, text=text, motion=motion,
+        result = animate(image, output, audio=audio, text=text, motion=motion, video=video,
                          transcript=transcript, prompt=prompt,
                          motion_out=motion_out, preview=preview, progress=bar, **opts)
     wall = time.perf_counter() - t0
@@ -480,6 +495,32 @@ def bench_cmd(
 # ------------------------------------------------------------------------------------------------
 # renderers, version
 # ------------------------------------------------------------------------------------------------
+
+
+@app.command("extract-motion")
+@_handles_errors
+def extract_motion_cmd(
+    video: Annotated[Path, typer.Argument(help="The video to take the motion from.",
+                                          show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The motion file (JSON) to write.",
+                                         show_default=False)],
+    fps: Annotated[Optional[float], typer.Option(
+        "--fps", help="Frame rate of the motion file (default: the video's).")] = None,
+    relative: Annotated[bool, typer.Option(
+        "--relative/--absolute", help="Head pose relative to the video's first pose.")] = True,
+) -> None:
+    """Save a video's face and head motion as a reusable motion file (replay with --motion)."""
+    from .errors import VideoError
+    from .motion import save_motion
+    from .motion.video import extract_motion
+
+    _require_file(video, "video", VideoError)
+    if fps is not None and not (1 <= fps <= 60):
+        raise InvalidOption(f"fps must be between 1 and 60, got {fps:g}")
+    track = extract_motion(video, fps=fps, relative=relative)
+    save_motion(track, output)
+    _console().print(f"wrote {output}: {track.n_frames} frames at {track.fps:g} fps "
+                     f"({track.duration:.2f} s), {len(track.channels)} channels", soft_wrap=True)
 
 
 @app.command("renderers")

@@ -52,9 +52,10 @@ class AnimateOptions:
     blink_rate: float | None = None    # blinks per minute; None = natural
     emotion: str = "neutral"
     emotion_intensity: float = 0.5
-    drive: str = "all"
-    motion_scale: float = 1.0
-    loop: str = "pingpong"
+    drive: str = "all"                 # video driving: head,eyes,brows,lips,all
+    motion_scale: float = 1.0          # strength of the video's motion
+    loop: str = "pingpong"             # pingpong | repeat | hold, when the video is short
+    relative: bool = True              # video head pose relative to the driver's first pose
     face_index: int = 0
     renderer: str = "warp"
     weights: str | None = None
@@ -104,8 +105,14 @@ class AnimateOptions:
             bad("rate must be between 80 and 450 words per minute")
         if not (0 <= int(self.pitch) <= 99):
             bad("pitch must be between 0 and 99")
-        if self.drive != "all" or float(self.motion_scale) != 1.0:
-            pass  # video-driving controls; ignored without a driving video
+        regions = {r.strip() for r in str(self.drive).split(",") if r.strip()}
+        if not regions or not regions <= {"head", "eyes", "brows", "lips", "all"}:
+            bad(f"drive must be a comma-separated list of head, eyes, brows, lips, all; "
+                f"got {self.drive!r}")
+        if not (0 <= float(self.motion_scale) <= 3):
+            bad("motion_scale must be between 0 and 3")
+        if self.loop not in ("pingpong", "repeat", "hold"):
+            bad(f"loop must be pingpong, repeat or hold, got {self.loop!r}")
         if not (0 <= int(self.crf) <= 51):
             bad("crf must be between 0 and 51")
 
@@ -226,6 +233,32 @@ def drive(*, speech: Speech | None, motion: MotionTrack | None, n_frames: int,
     if speech is not None:
         mixed.meta["speech"] = {"method": speech.method, "lang": speech.lang}
     return quantize(mixed)
+
+
+def load_video_motion(video: Any, portrait: Portrait, *, speech: Speech | None,
+                      n_frames: int | None, opts: AnimateOptions,
+                      progress: ProgressFn | None = None) -> MotionTrack:
+    """The driving video's motion, retargeted onto the portrait, as the mixer's base track.
+
+    Regions the video does not drive (``drive``) come from idle life; with speech, the lips come
+    from the speech whatever the video's mouth does (the mixer's precedence).
+    """
+    from .motion import idle_track
+    from .motion.video import fill_undriven, video_track
+
+    fps = float(opts.fps)
+    vt = video_track(video, fps=fps, n_frames=n_frames, drive=opts.drive,
+                     motion_scale=float(opts.motion_scale), relative=bool(opts.relative),
+                     loop=opts.loop, portrait=portrait,
+                     expression_scale=float(opts.expression_scale),
+                     head_motion_scale=float(opts.head_motion_scale),
+                     progress=progress)
+    if {r.strip() for r in opts.drive.split(",")} != {"all"}:
+        idle = idle_track(vt.n_frames, fps, seed=int(opts.seed), speech=speech,
+                          head_motion_scale=float(opts.head_motion_scale),
+                          blink_rate=opts.blink_rate, expression_scale=float(opts.expression_scale))
+        vt = fill_undriven(vt, idle)
+    return vt
 
 
 class _Encoder(threading.Thread):
@@ -350,7 +383,10 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
         image: the portrait (path or bytes; PNG, JPEG, WebP, … recognised by content).
         output: path of the mp4 to write (written atomically).
         audio: speech audio (path or bytes; any format FFmpeg decodes), or an ``Audio``.
-        video: a driving video (not available yet in this version).
+        video: a driving video: its head and face motion is retargeted onto the portrait
+            (``drive``, ``motion_scale``, ``relative``, ``loop``); with ``audio`` or ``text``
+            the lips follow the speech and the rest the video, else the video's own sound is
+            kept.
         text: text to speak (offline TTS); the mouth follows its exact phoneme timing.
         transcript: the words of ``audio`` (text or a .txt path); aligned to the recording, it
             replaces blind recognition for the mouth timeline.
@@ -371,14 +407,15 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
     from .motion import load_motion
 
     opts = AnimateOptions.from_kwargs(**options)
-    if video is not None:
-        raise InvalidOption("driving by video is not available in this version")
+    if video is not None and motion is not None:
+        raise InvalidOption("give either a driving video or a motion file, not both")
     if transcript is not None and audio is None:
         raise InvalidOption("a transcript goes with an audio recording (--audio)")
     if audio is not None and text is not None:
         raise InvalidOption("give either audio or text, not both")
-    if audio is None and text is None and motion is None:
-        raise InvalidOption("nothing drives the portrait: give audio, text or a motion file")
+    if audio is None and text is None and motion is None and video is None:
+        raise InvalidOption("nothing drives the portrait: give audio, text, a video or a "
+                            "motion file")
     out = Path(output)
     if out.suffix.lower() != ".mp4":
         raise InvalidOption(f"the output must be an .mp4 file, got {out.name!r}")
@@ -394,9 +431,6 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
     portrait = load_portrait(image, opts)
     timings["analyze_image"] = time.perf_counter() - t
 
-    track_in: MotionTrack | None = None
-    if motion is not None:
-        track_in = motion if isinstance(motion, MotionTrack) else load_motion(motion)
     speech, audio_src = None, None
     t = time.perf_counter()
     if audio is not None or text is not None:
@@ -405,14 +439,42 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
     report("analyze", 1.0)
 
     fps = float(opts.fps)
-    if speech is not None:
-        n_frames = max(1, int(round(speech.duration * fps)))
+    n_speech = max(1, int(round(speech.duration * fps))) if speech is not None else None
+    track_in: MotionTrack | None = None
+    t = time.perf_counter()
+    if video is not None:
+        track_in = load_video_motion(video, portrait, speech=speech, n_frames=n_speech,
+                                     opts=opts, progress=report)
+        if speech is None:
+            from .media.video import probe_video
+
+            if probe_video(video).get("has_audio"):
+                audio_src = video                 # the driving video's own sound
+    elif motion is not None:
+        if isinstance(motion, MotionTrack):
+            track_in = motion
+        else:
+            from .motion.pose_io import is_pose_file, pose_track
+
+            if is_pose_file(motion):
+                track_in = pose_track(motion, fps=fps, n_frames=n_speech, drive=opts.drive,
+                                      motion_scale=float(opts.motion_scale),
+                                      relative=bool(opts.relative), loop=opts.loop,
+                                      portrait=portrait,
+                                      expression_scale=float(opts.expression_scale),
+                                      head_motion_scale=float(opts.head_motion_scale))
+            else:
+                track_in = load_motion(motion)
+    timings["analyze_video"] = time.perf_counter() - t
+    if n_speech is not None:
+        n_frames = n_speech
     else:
         n_frames = int(round(track_in.n_frames * fps / track_in.fps))
     t = time.perf_counter()
     warnings: list[str] = []
     plain = (not prompt and opts.emotion == "neutral")
-    if track_in is not None and speech is None and plain and abs(track_in.fps - fps) < 1e-9:
+    if (video is None and track_in is not None and speech is None and plain
+            and abs(track_in.fps - fps) < 1e-9):
         from .motion import quantize
 
         track = quantize(track_in)            # --motion alone: exactly its frames
@@ -448,4 +510,5 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
 
 
 __all__ = ["AnimateOptions", "AnimateResult", "animate", "drive", "load_portrait", "load_speech",
+           "load_video_motion",
            "render_video", "EchomimicError"]
