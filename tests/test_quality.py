@@ -423,7 +423,7 @@ def test_evaluate_video(talking_clip, astronaut):
     assert res["has_audio"] is True
     assert res["face_found_share"] == 1.0
     assert res["lipsync_loudness_r"] > 0.7
-    assert abs(res["lipsync_lag_frames"]) <= 1
+    assert abs(res["lipsync_offset_frames"]) <= 1
     assert res["pause_frames"] >= 10
     assert res["open_p95"] > res["open_p5"] + 0.1
     # The photo's lips are parted over the teeth and the clip never closes them further.

@@ -48,8 +48,8 @@ _REST: dict[str, float] = {c: 0.0 for c in LIPSYNC_CHANNELS}
 _REST["mouthClose"] = 1.0
 
 # Dynamics of the continuous targets: each of the two cascaded stages has these time constants.
-_ATTACK = 0.018   # s, moving towards a larger value (opening, rounding, spreading)
-_RELEASE = 0.030  # s, relaxing back
+_ATTACK = 0.014   # s, moving towards a larger value (opening, rounding, spreading)
+_RELEASE = 0.024  # s, relaxing back
 #: The two stages delay a rising target by about 2 * _ATTACK; the targets are read that much
 #: earlier on top of ``lead`` so the shape is reached ``lead`` before the sound.
 _DYNAMICS_DELAY = 2 * _ATTACK
@@ -67,7 +67,10 @@ _PAUSE_SETTLE = 0.070    # s, time to settle at rest after a pause begins / befo
 
 # Mapping gains (targets in [0, 1] -> blendshapes).
 _JAW_MAX = 0.72          # jawOpen ceiling at ordinary loudness (the renderer's 1 is wide open)
-_JAW_KNEE = 1.6          # open target 1 -> 0.66, 0.6 -> 0.54, 0.3 -> 0.32 (times _JAW_MAX)
+_JAW_KNEE = 0.8          # soft knee: open target 1 -> 0.92, 0.6 -> 0.63, 0.3 -> 0.33 (x _JAW_MAX)
+_LOUD_BASE = 0.9         # jaw scale at the quietest speech ...
+_LOUD_GAIN = 0.15        # ... plus this much at the loudest
+_LABIO_SHUT = 0.7        # share of the jaw opening a full labiodental (f, v) takes away
 _LOWER_DOWN = 0.35
 _FUNNEL = 0.60
 _PUCKER = 0.70
@@ -307,7 +310,8 @@ def lipsync_track(speech: Speech, n_frames: int, fps: float, *, expression_scale
     opening = (1.0 - gate) * env            # how much the lips may part, 0 = sealed
 
     # Soft knee: small openings pass almost linearly, wide vowels approach _JAW_MAX.
-    jaw = _JAW_MAX * np.tanh(_JAW_KNEE * o) * (0.8 + 0.25 * loud) * (1.0 - 0.7 * lab) * opening
+    jaw = (_JAW_MAX * np.tanh(_JAW_KNEE * o) / math.tanh(_JAW_KNEE) * math.tanh(1.6)
+           * (_LOUD_BASE + _LOUD_GAIN * loud) * (1.0 - _LABIO_SHUT * lab) * opening)
     spread_eff = p * (1.0 - r)
     deltas = {
         "jawOpen": jaw,

@@ -1,22 +1,29 @@
 """Language-independent mouth shapes from the spectrum (no recognizer).
 
-Each articulation target is a clipped linear function of a small, level-independent description
-of the frame and its neighbourhood:
+A small description of every 10 ms hop is computed, level-independent where it can be:
 
-* openness: F1 (LPC), the balance of low (< 1 kHz) to mid (1-4 kHz) energy, the loudness
-  envelope and its local peak;
-* rounding vs spreading: F2 and the spectral centroid (rounded vowels have low F2);
-* bilabial closure: the nasal murmur (energy concentrated below 400 Hz) and stop silences inside
-  speech (a local drop of level);
-* labiodental: frication (energy above 4 kHz, zero-crossing rate) at low level.
+* openness cues: F1 (LPC), the balance of low (< 1 kHz) to mid (1-4 kHz) energy, the loudness
+  envelope, its local peak and dip;
+* rounding vs spreading cues: F2 and the spectral centroid (rounded vowels have low F2), 8
+  log-mel band shapes;
+* bilabial closure cues: the nasal murmur (energy concentrated below 400 Hz) and stop silences;
+* labiodental cues: frication (energy above 4 kHz, zero-crossing rate) at low level.
 
-The coefficients (:data:`COEFFICIENTS`) were fitted by ridge regression to the phoneme-derived
-target curves (:func:`echomimic.speech.phonetics.truth_curves`) of speech synthesized by espeak-ng
-in English, Mandarin, Spanish, German and Japanese with several voices and rates; run
-``python -m echomimic.speech.acoustic`` to refit them and check them on held-out voices.
+These 36 cues, taken at 11 moments from 120 ms before to 120 ms after the hop
+(:data:`CONTEXT_OFFSETS`), go through a small neural network (one hidden layer of ``tanh``
+units, sigmoid outputs) to the five articulation targets. The network was fitted to the
+phoneme-derived target curves (:func:`echomimic.speech.phonetics.truth_curves`) of speech
+synthesized by espeak-ng in English, Mandarin, Japanese, Spanish and German with the *tune*
+voices, rates and pitches of :mod:`echomimic.quality.evalset`, clean and with noise and
+reverberation; the *held-out* settings are only used to report. The weights live in
+:mod:`._acoustic_model`; refit them with ``python -m echomimic.speech.acoustic`` (deterministic:
+fixed initialisation, L-BFGS).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d, uniform_filter1d
@@ -24,8 +31,8 @@ from scipy.ndimage import maximum_filter1d, uniform_filter1d
 from ..types import ARTICULATION_KEYS
 from .features import Spectral
 
-__all__ = ["acoustic_features", "predict_articulation", "FEATURE_NAMES", "COEFFICIENTS",
-           "fit_coefficients"]
+__all__ = ["acoustic_features", "context_features", "predict_articulation", "FEATURE_NAMES",
+           "CONTEXT_OFFSETS", "AcousticModel", "load_model", "fit_model"]
 
 FEATURE_NAMES: tuple[str, ...] = (
     "bias", "loud", "loud2", "loud_ctx", "loud_peak", "loud_dip", "voiced",
@@ -81,80 +88,151 @@ def acoustic_features(spec: Spectral, loudness: np.ndarray, pitch: np.ndarray) -
     return np.stack(cols, axis=1)
 
 
-#: Fitted coefficients, one row per articulation key, columns as :data:`FEATURE_NAMES`.
-COEFFICIENTS: dict[str, tuple[float, ...]] = {
-    "open": (
-        0.00914, 0.03589, 0.07207, 0.43790, 0.09184, 0.05595, 0.00817, -0.04927, -0.01488,
-        0.10385, 0.12477, -0.03912, -0.07781, -0.03575, 0.10122, -0.02940, 0.07453, 0.07472,
-        0.06411, 0.00166, 0.16268, 0.01409, -0.13449, 0.09240, -0.07110, -0.00575, -0.27335,
-        -0.03257, -0.01103, -0.01706, -0.03246, -0.03114, -0.14459, 0.01682, 0.01720, 0.03913,
-        -0.00109,
-    ),
-    "round": (
-        -0.06468, -0.11415, 0.37673, -0.02631, -0.02310, 0.09106, 0.00939, 0.06572, 0.00620,
-        -0.08401, -0.21210, -0.05245, -0.01890, -0.02606, -0.29395, -0.10382, 0.07731, 0.04886,
-        -0.14992, 0.02166, -0.25353, -0.07980, 0.23671, -0.04164, 0.05715, 0.02734, -0.00867,
-        0.08338, 0.00445, 0.08243, -0.07189, 0.04872, 0.06360, -0.00212, 0.00826, 0.03273,
-        0.06728,
-    ),
-    "spread": (
-        0.01434, -0.16844, 0.24474, 0.11419, -0.06824, 0.10019, -0.00793, 0.04448, -0.00656,
-        -0.05866, 0.19582, -0.19549, -0.03698, 0.01017, 0.22023, 0.06905, -0.06810, -0.07669,
-        -0.08214, 0.09540, 0.26143, 0.15286, -0.11684, 0.03068, 0.00182, -0.17023, 0.18464,
-        0.10599, -0.00562, 0.01040, -0.00948, 0.04660, 0.00475, 0.01458, 0.05227, -0.06445,
-        0.06251,
-    ),
-    "close": (
-        0.92149, -0.53381, 0.70937, -1.15441, -0.37795, 0.15587, -0.01332, 0.06561, 0.01454,
-        -0.13979, -0.22258, 0.07566, 0.19050, 0.01854, -0.08023, 0.09816, -0.14265, 0.10377,
-        -0.05846, -0.05509, -0.13462, 0.02780, -0.12611, -0.01314, 0.01869, -0.03419, 0.22327,
-        0.06536, -0.00792, -0.05584, 0.04961, -0.04853, 0.14146, -0.02051, -0.01719, -0.06058,
-        -0.10138,
-    ),
-    "labiodental": (
-        0.01917, 0.18651, -0.28649, 0.12562, 0.15733, -0.02918, -0.00453, 0.01326, -0.00203,
-        -0.02881, -0.00217, 0.09187, -0.01528, 0.00461, -0.15024, -0.07894, 0.03790, -0.01584,
-        -0.01152, -0.03650, 0.04697, -0.05951, 0.03597, 0.11057, -0.08614, 0.04728, 0.16369,
-        -0.03309, 0.02885, 0.01881, -0.01900, 0.02116, -0.04987, 0.00587, 0.00094, -0.04915,
-        -0.01260,
-    ),
-}
+#: Hops (10 ms) before (< 0) and after (> 0) each hop whose cues the model sees.
+CONTEXT_OFFSETS: tuple[int, ...] = (-12, -8, -5, -3, -1, 0, 1, 3, 5, 8, 12)
+#: Hops predicted at once (bounds the memory of the stacked context for long audio).
+_BLOCK = 4096
 
 
-def predict_articulation(X: np.ndarray, coefficients: dict | None = None,
+def context_features(X: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Rows ``start:stop`` of the context matrix: the cues of :func:`acoustic_features` (without
+    the bias column) at every offset of :data:`CONTEXT_OFFSETS` (edges repeated)."""
+    n = X.shape[0]
+    stop = n if stop is None else stop
+    base = np.arange(start, stop)
+    cues = X[:, 1:]
+    return np.concatenate([cues[np.clip(base + d, 0, n - 1)] for d in CONTEXT_OFFSETS], axis=1)
+
+
+@dataclass(frozen=True)
+class AcousticModel:
+    """One-hidden-layer network: ``sigmoid(tanh(((x - mean) / scale) @ w1 + b1) @ w2 + b2)``;
+    outputs in the order of :data:`ARTICULATION_KEYS`."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray
+    b2: np.ndarray
+
+    def __call__(self, Z: np.ndarray) -> np.ndarray:
+        h = np.tanh(((Z - self.mean) / self.scale) @ self.w1 + self.b1)
+        return 1.0 / (1.0 + np.exp(-(h @ self.w2 + self.b2)))
+
+    def to_arrays(self) -> list[np.ndarray]:
+        return [self.mean, self.scale, self.w1, self.b1, self.w2, self.b2]
+
+    @classmethod
+    def from_flat(cls, flat: np.ndarray, n_in: int, hidden: int, n_out: int) -> "AcousticModel":
+        shapes = [(n_in,), (n_in,), (n_in, hidden), (hidden,), (hidden, n_out), (n_out,)]
+        parts, i = [], 0
+        for shp in shapes:
+            k = int(np.prod(shp))
+            parts.append(np.asarray(flat[i:i + k], np.float64).reshape(shp))
+            i += k
+        if i != flat.size:
+            raise ValueError(f"model data has {flat.size} values, expected {i}")
+        return cls(*parts)
+
+
+@lru_cache(maxsize=1)
+def load_model() -> AcousticModel:
+    """The shipped model (:mod:`._acoustic_model`)."""
+    import base64
+
+    from . import _acoustic_model as m
+
+    flat = np.frombuffer(base64.b64decode(m.DATA), dtype="<f4").astype(np.float64)
+    n_in = (len(FEATURE_NAMES) - 1) * len(CONTEXT_OFFSETS)
+    return AcousticModel.from_flat(flat, n_in, m.HIDDEN, len(ARTICULATION_KEYS))
+
+
+def predict_articulation(X: np.ndarray, model: AcousticModel | None = None,
                          smooth: int = 3) -> dict[str, np.ndarray]:
-    """Articulation targets (clipped to [0, 1], lightly smoothed) from a design matrix."""
-    coefs = coefficients or COEFFICIENTS
+    """Articulation targets (in [0, 1], lightly smoothed) from an :func:`acoustic_features`
+    design matrix."""
+    model = model or load_model()
+    n = X.shape[0]
+    Y = np.zeros((n, len(ARTICULATION_KEYS)))
+    for i0 in range(0, n, _BLOCK):
+        i1 = min(n, i0 + _BLOCK)
+        Y[i0:i1] = model(context_features(X, i0, i1))
     out: dict[str, np.ndarray] = {}
-    for key in ARTICULATION_KEYS:
-        w = np.asarray(coefs[key], np.float64)
-        y = X @ w
-        if smooth > 1:
+    for j, key in enumerate(ARTICULATION_KEYS):
+        y = Y[:, j]
+        if smooth > 1 and n:
             y = uniform_filter1d(y, smooth, mode="nearest")
         out[key] = np.clip(y, 0.0, 1.0).astype(np.float32)
     return out
 
 
-def fit_coefficients(Xs: list[np.ndarray], Ys: list[dict[str, np.ndarray]],
-                     masks: list[np.ndarray], ridge: float = 1.0) -> dict[str, tuple[float, ...]]:
-    """Ridge regression of each target on the features over the masked (speech) frames."""
-    X = np.concatenate([x[m] for x, m in zip(Xs, masks)])
-    reg = ridge * np.eye(X.shape[1])
-    reg[0, 0] = 0.0
-    A = X.T @ X + reg
-    out = {}
-    for key in ARTICULATION_KEYS:
-        y = np.concatenate([yy[key][m] for yy, m in zip(Ys, masks)]).astype(np.float64)
-        w = np.linalg.solve(A, X.T @ y)
-        out[key] = tuple(float(round(v, 5)) for v in w)
-    return out
+def fit_model(Xs: list[np.ndarray], Ys: list[dict[str, np.ndarray]], masks: list[np.ndarray],
+              *, hidden: int = 32, l2: float = 3e-3, iterations: int = 400,
+              seed: int = 0) -> AcousticModel:
+    """Fit the network by L-BFGS on the masked (speech) hops: mean squared error of the five
+    targets plus ``l2`` times the squared weights. Deterministic for a given ``seed``."""
+    from scipy.optimize import minimize
+
+    Z = np.concatenate([context_features(x)[m] for x, m in zip(Xs, masks)])
+    Y = np.stack([np.concatenate([y[k][m] for y, m in zip(Ys, masks)])
+                  for k in ARTICULATION_KEYS], axis=1).astype(np.float64)
+    mean, scale = Z.mean(axis=0), Z.std(axis=0) + 1e-6
+    Z = (Z - mean) / scale
+    n, d = Z.shape
+    k = Y.shape[1]
+    rng = np.random.Generator(np.random.PCG64(seed))
+    shapes = [(d, hidden), (hidden,), (hidden, k), (k,)]
+    sizes = [int(np.prod(s)) for s in shapes]
+
+    def unpack(w):
+        out, i = [], 0
+        for shp, sz in zip(shapes, sizes):
+            out.append(w[i:i + sz].reshape(shp))
+            i += sz
+        return out
+
+    def loss(w):
+        w1, b1, w2, b2 = unpack(w)
+        h = np.tanh(Z @ w1 + b1)
+        o = 1.0 / (1.0 + np.exp(-(h @ w2 + b2)))
+        e = o - Y
+        val = (e * e).sum() / n + l2 * ((w1 ** 2).sum() + (w2 ** 2).sum())
+        go = 2.0 * e / n * o * (1.0 - o)
+        gh = go @ w2.T * (1.0 - h * h)
+        grad = [Z.T @ gh + 2 * l2 * w1, gh.sum(axis=0), h.T @ go + 2 * l2 * w2, go.sum(axis=0)]
+        return val, np.concatenate([g.ravel() for g in grad])
+
+    w0 = np.concatenate([rng.standard_normal(d * hidden) / np.sqrt(d), np.zeros(hidden),
+                         rng.standard_normal(hidden * k) / np.sqrt(hidden), np.zeros(k)])
+    res = minimize(loss, w0, jac=True, method="L-BFGS-B", options={"maxiter": int(iterations)})
+    w1, b1, w2, b2 = unpack(res.x)
+    return AcousticModel(mean, scale, w1, b1, w2, b2)
+
+
+def write_model(model: AcousticModel, path: str) -> None:
+    """Write ``model`` as the Python module :mod:`._acoustic_model` (float32, base64)."""
+    import base64
+    import textwrap
+
+    flat = np.concatenate([a.ravel() for a in model.to_arrays()]).astype("<f4")
+    data = base64.b64encode(flat.tobytes()).decode("ascii")
+    lines = textwrap.wrap(data, 96)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write('"""Weights of the acoustic mouth-shape model (generated by '
+                '``python -m echomimic.speech.acoustic``; do not edit)."""\n\n')
+        f.write(f"HIDDEN = {model.w1.shape[1]}\n\n")
+        f.write("DATA = (\n")
+        for ln in lines:
+            f.write(f'    "{ln}"\n')
+        f.write(")\n")
 
 
 # ---------------------------------------------------------------------------------------------
-# Calibration against espeak-ng's own phoneme timing
+# Fitting against espeak-ng's own phoneme timing
 # ---------------------------------------------------------------------------------------------
 
-#: Calibration sentences per espeak-ng voice.
+#: Extra training sentences per espeak-ng voice (besides the evaluation set's tune sentences).
 CALIBRATION_TEXT: dict[str, list[str]] = {
     "en-us": [
         "The quick brown fox jumps over the lazy dog.",
@@ -181,50 +259,69 @@ CALIBRATION_TEXT: dict[str, list[str]] = {
     "ja": ["こんにちは、げんきですか。", "ありがとうございます。",
            "わたしのなまえはたなかです。よろしくおねがいします。", "きょうはとてもいいてんきですね。"],
 }
-#: (variant, rate, pitch) used for fitting and for the held-out check.
-CALIBRATION_TRAIN = (("m3", 150, 40), ("f2", 190, 60), (None, 175, 50))
-CALIBRATION_HELDOUT = (("m1", 165, 45), ("f4", 215, 65))
+_CAL_LANG = {"en-us": "en", "cmn": "zh", "es": "es", "de": "de", "ja": "ja"}
 
 
-def calibration_set(voices) -> list[tuple[str, np.ndarray, dict, np.ndarray, np.ndarray]]:
-    """(voice, design, truth curves, speech mask, loudness) per calibration utterance."""
+def training_items(split: str = "tune") -> list:
+    """Evaluation-set items of ``split``; for ``"tune"`` also the calibration sentences and
+    every tune item again in each of the four conditions (clean, noise, reverb, both)."""
+    import dataclasses
+
+    from ..quality.evalset import TUNE, EvalItem, build_items
+
+    items = build_items(split)
+    if split != "tune":
+        return items
+    for base, texts in CALIBRATION_TEXT.items():
+        for i in range(0, len(texts) - 1, 2):
+            for s in TUNE:
+                voice = base + (f"+{s.variant}" if s.variant else "")
+                items.append(EvalItem(_CAL_LANG[base], voice, s, (texts[i], texts[i + 1]), "tune",
+                                      name=f"cal-{base}-{i}-{s.condition}-{s.rate}"))
+    extra = []
+    for it in items:
+        for cond in ("clean", "noise", "reverb", "noise+reverb"):
+            if cond != it.setting.condition:
+                extra.append(dataclasses.replace(
+                    it, setting=dataclasses.replace(it.setting, condition=cond),
+                    name=f"{it.name}-aug-{cond}"))
+    return items + extra
+
+
+def training_data(items: list) -> list[tuple[str, np.ndarray, dict, np.ndarray]]:
+    """(language, design matrix, truth curves, speech mask) per item."""
+    from ..quality.evalset import make_item_audio
     from .analyze import measure
     from .features import prepare
     from .phonetics import truth_curves
-    from .tts import synthesize
 
-    items = []
-    for base, texts in CALIBRATION_TEXT.items():
-        for text in texts:
-            for variant, rate, pitch in voices:
-                voice = base + (f"+{variant}" if variant else "")
-                audio, phones = synthesize(text, voice=voice, rate=rate, pitch=pitch)
-                fr = measure(prepare(audio))
-                truth = truth_curves(phones, fr.n * 0.01, 0.01)
-                items.append((base, fr.design, {k: v[: fr.n] for k, v in truth.items()},
-                              fr.activity >= 0.5, fr.loudness))
-    return items
+    out = []
+    for it in items:
+        audio, phones = make_item_audio(it)
+        fr = measure(prepare(audio))
+        truth = truth_curves(phones, fr.n * 0.01, 0.01)
+        out.append((it.lang, fr.design, {k: v[: fr.n] for k, v in truth.items()},
+                    fr.activity >= 0.5))
+    return out
 
 
 def _main() -> None:  # pragma: no cover - maintenance tool
-    """Refit :data:`COEFFICIENTS` and print them with held-out correlations."""
-    from .analyze import _gate
+    """Refit the model on the tune split, print held-out correlations and write the weights."""
+    import os
 
-    train = calibration_set(CALIBRATION_TRAIN)
-    held = calibration_set(CALIBRATION_HELDOUT)
-    coefs = fit_coefficients([t[1] for t in train], [t[2] for t in train], [t[3] for t in train])
-    for name, items in (("train", train), ("held-out", held)):
+    train = training_data(training_items("tune"))
+    held = training_data(training_items("heldout"))
+    model = fit_model([t[1] for t in train], [t[2] for t in train], [t[3] for t in train])
+    for name, items in (("tune", train), ("held-out", held)):
         per: dict[str, list] = {}
-        for base, X, truth, mask, loud in items:
-            art = _gate(predict_articulation(X, coefs), mask.astype(np.float32))
-            per.setdefault(base, []).append((art["open"], truth["open"], loud))
-        for base, rows in per.items():
+        for lang, X, truth, mask in items:
+            art = predict_articulation(X, model)
+            per.setdefault(lang, []).append((art["open"][mask], truth["open"][mask]))
+        for lang, rows in per.items():
             a = np.concatenate([r[0] for r in rows])
             t = np.concatenate([r[1] for r in rows])
-            ld = np.concatenate([r[2] for r in rows])
-            print(f"{name:9s} {base:6s} r(open,truth)={np.corrcoef(a, t)[0, 1]:.3f} "
-                  f"r(open,loudness)={np.corrcoef(a, ld)[0, 1]:.3f}")
-    print("COEFFICIENTS =", {k: list(v) for k, v in coefs.items()})
+            print(f"{name:9s} {lang:3s} r(open, truth) = {np.corrcoef(a, t)[0, 1]:.3f}")
+    write_model(model, os.path.join(os.path.dirname(__file__), "_acoustic_model.py"))
 
 
 if __name__ == "__main__":  # pragma: no cover

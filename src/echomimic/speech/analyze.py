@@ -4,8 +4,8 @@ Paths to the mouth-shape timeline:
 
 * ``acoustic`` — language independent, from the spectrum (:mod:`.acoustic`);
 * ``recognizer:en`` — English phones from pocketsphinx mapped through the phonetic table
-  (:mod:`.phonetics`), fused with the acoustic path: ``open`` is the mean of both paths'
-  openness, the lip shapes (round, spread, close, labiodental) are mostly the recognizer's.
+  (:mod:`.phonetics`), fused with the acoustic path: ``open`` is the acoustic path's, the lip
+  shapes (round, spread, close, labiodental) are mostly the recognizer's.
 
 Language rule for ``lang="auto"`` (no language-ID model): the recognizer decodes a sample of the
 speech (at most :data:`AUTO_SAMPLE_S` seconds of the busiest part) and the audio is taken as
@@ -47,8 +47,9 @@ AUTO_MIN_SCORE = -8.5
 
 ENGLISH_CODES = {"en", "en-us", "en-gb", "en-uk", "eng", "english"}
 
-#: Weight of the acoustic openness in the fused path.
-FUSE_OPEN_ACOUSTIC = 0.8
+#: Weight of the acoustic openness in the fused path (the acoustic model times the jaw better
+#: than the phone loop: on the held-out synthesized set, r with the truth 0.84 against 0.75).
+FUSE_OPEN_ACOUSTIC = 1.0
 #: Weight of the recognizer in the fused lip shapes.
 FUSE_SHAPE_RECOGNIZER = 0.7
 
