@@ -53,6 +53,11 @@ _RELEASE = 0.024  # s, relaxing back
 #: The two stages delay a rising target by about 2 * _ATTACK; the targets are read that much
 #: earlier on top of ``lead`` so the shape is reached ``lead`` before the sound.
 _DYNAMICS_DELAY = 2 * _ATTACK
+#: With exact phone timing (spoken text, an aligned transcript) there is no recognition noise to
+#: smooth away: faster dynamics keep short syllables (Japanese morae, Cantonese) distinct.
+_ATTACK_EXACT = 0.008
+_RELEASE_EXACT = 0.012
+_EXACT_METHODS = ("tts-events", "transcript")
 
 # Closure gate.
 _CLOSE_THRESHOLD = 0.5   # a "close" target at or above this is a closure
@@ -288,7 +293,9 @@ def lipsync_track(speech: Speech, n_frames: int, fps: float, *, expression_scale
 
     # (1) Lead: targets read early. The closure gate and the pause envelope are symmetric shapes
     # without delay; the continuous targets also compensate the dynamics' delay.
-    early = lead + _DYNAMICS_DELAY
+    exact = speech.method in _EXACT_METHODS
+    attack, release = (_ATTACK_EXACT, _RELEASE_EXACT) if exact else (_ATTACK, _RELEASE)
+    early = lead + 2 * attack
     open_t = _shifted(cur["open"], hop, m, early, 0.0)
     round_t = _shifted(cur["round"], hop, m, early, 0.0)
     spread_t = _shifted(cur["spread"], hop, m, early, 0.0)
@@ -299,8 +306,8 @@ def lipsync_track(speech: Speech, n_frames: int, fps: float, *, expression_scale
     # (2) Coarticulation: critically damped (two equal one-pole stages), asymmetric.
     targets = np.stack([open_t, round_t, spread_t, labio_t], axis=1)
     rate = 1.0 / hop
-    dyn = attack_release(targets, rate, _ATTACK, _RELEASE, initial=0.0)
-    dyn = attack_release(dyn, rate, _ATTACK, _RELEASE, initial=0.0)
+    dyn = attack_release(targets, rate, attack, release, initial=0.0)
+    dyn = attack_release(dyn, rate, attack, release, initial=0.0)
     o, r, p, lab = (np.clip(dyn[:, i], 0.0, 1.0) for i in range(4))
     loud = np.clip(gaussian_smooth(loud_t, 0.03 / hop), 0.0, 1.0)
 
