@@ -217,3 +217,19 @@ def test_long_audio_analysis_memory_is_bounded():
         tracemalloc.stop()
     assert fr.n == 18000
     assert peak < 200 * 2**20, f"speech analysis of 3 minutes peaked at {peak / 2**20:.0f} MB"
+
+
+def test_open_gain_restores_a_compressed_range_and_never_lowers():
+    from echomimic.speech.analyze import OPEN_GAIN_MAX, OPEN_P95_TARGET, _open_gain
+
+    rng = np.random.default_rng(1)
+    act = np.ones(500, np.float32)
+    small = (0.3 * rng.random(500)).astype(np.float32)          # a compressed clip
+    out, gain = _open_gain(small, act)
+    assert gain > 1.0 and abs(np.percentile(out, 95) - OPEN_P95_TARGET) < 0.02
+    assert np.corrcoef(out, small)[0, 1] > 0.999                    # a scale: timing kept
+    big = (0.9 * rng.random(500)).astype(np.float32)
+    out2, gain2 = _open_gain(big, act)
+    assert gain2 == 1.0 and np.array_equal(out2, big)
+    tiny = (0.01 * rng.random(500)).astype(np.float32)              # near silence: capped
+    assert _open_gain(tiny, act)[1] == OPEN_GAIN_MAX
