@@ -32,6 +32,9 @@ BROW_R_LOWER = [46, 53, 52, 65, 55]
 BROW_L_LOWER = [276, 283, 282, 295, 285]
 BROW_L_INNER, BROW_L_OUTER, BROW_L_MID = 336, 300, 334
 
+#: how far closed lips press together at rest (x eye distance, each lip)
+PRESS_GAIN = 0.006
+
 FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
              377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
 
@@ -184,8 +187,8 @@ class Rig:
         d[UPPER_OUTER[1:-1], 1] -= 0.02 * jaw * (1 - close) * self.bell[UPPER_OUTER[1:-1]]
         # closed lips press together a little (a firm line, not a slack gap)
         press = close * (1 - min(1.0, 4.0 * jaw))
-        d[UPPER_INNER[1:-1], 1] += 0.006 * press * self.bell[UPPER_INNER[1:-1]]
-        d[LOWER_INNER[1:-1], 1] -= 0.006 * press * self.bell[LOWER_INNER[1:-1]]
+        d[UPPER_INNER[1:-1], 1] += PRESS_GAIN * press * self.bell[UPPER_INNER[1:-1]]
+        d[LOWER_INNER[1:-1], 1] -= PRESS_GAIN * press * self.bell[LOWER_INNER[1:-1]]
         # rounding: lips gather towards the centre; funnel opens a round hole
         rnd = np.clip(max(funnel, pucker), 0, 1)
         d[:, 0] -= 0.32 * rnd * du * self.w_mouth
