@@ -132,8 +132,9 @@ def _chaikin(p: np.ndarray, iterations: int = 2) -> np.ndarray:
     return p
 
 
-#: closed-lip line: thickness (x eye distance), opacity, darkness (x the skin under it)
-LIP_LINE = [0.010, 0.7, 0.4]
+#: closed-lip line: thickness (x eye distance), opacity, share of the pixel kept, share of the
+#: mouth's dark lip colour added
+LIP_LINE = [0.010, 0.8, 0.3, 0.25]
 
 
 class MouthInterior:
@@ -177,7 +178,7 @@ class MouthInterior:
         taper = np.clip(1.0 - np.abs((xs - xc) / half) ** 4, 0.0, 1.0)[None, :]
         alpha = (LIP_LINE[1] * strength) * np.clip(a * 1.4, 0, 1) * taper
         roi = img[y0:y1, x0:x1].astype(np.float32)
-        dark = roi * LIP_LINE[2]
+        dark = roi * LIP_LINE[2] + self.cavity[None, None, :] * LIP_LINE[3]
         roi += (dark - roi) * alpha[..., None]
         img[y0:y1, x0:x1] = np.clip(roi + 0.5, 0, 255).astype(np.uint8)
 
