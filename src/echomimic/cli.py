@@ -609,5 +609,115 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_INTERRUPTED)
 
 
+# ------------------------------------------------------------------------------------------------
+# service: serve, keys
+# ------------------------------------------------------------------------------------------------
+
+
+def _service_settings(data_dir: Path | None):
+    """Service settings from the environment, with the command line's data folder."""
+    try:
+        from .service.settings import Settings
+    except ImportError:  # pragma: no cover - the extra is not installed
+        raise _fail("the service needs its extra: pip install 'echomimic[service]'") from None
+    settings = Settings.from_env()
+    return settings.with_(data_dir=data_dir) if data_dir is not None else settings
+
+
+def _job_store(settings):
+    try:
+        from .service.store import JobStore
+    except ImportError:  # pragma: no cover - the extra is not installed
+        raise _fail("the service needs its extra: pip install 'echomimic[service]'") from None
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    return JobStore(settings.database_url, max_attempts=settings.max_attempts)
+
+
+DataDirOption = Annotated[Optional[Path], typer.Option(
+    "--data-dir", help="Folder of the jobs, results and SQLite database "
+                       "(default: $ECHOMIMIC_DATA_DIR or ./echomimic-data).")]
+
+
+@app.command("serve")
+@_handles_errors
+def serve_cmd(
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker threads running jobs in this process "
+                                              "(0: API only).", min=0, max=64)] = 1,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Run the REST API (FastAPI + uvicorn) with in-process workers."""
+    import logging
+
+    settings = _service_settings(data_dir)
+    try:
+        import uvicorn
+
+        from .service.app import create_app
+        from .service.worker import Worker
+    except ImportError:  # pragma: no cover - the extra is not installed
+        raise _fail("the service needs its extra: pip install 'echomimic[service]'") from None
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not settings.auth and host not in ("127.0.0.1", "localhost", "::1"):
+        sys.stderr.write(f"warning: authentication is off and the server listens on {host}\n")
+    application = create_app(settings)
+    pool = [Worker(application.state.store, application.state.storage, settings)
+            for _ in range(workers)]
+    for w in pool:
+        w.start()
+    try:
+        uvicorn.run(application, host=host, port=port, log_level="info")
+    finally:
+        for w in pool:
+            w.stop(timeout=0)          # a running job is re-queued by the next server's reaper
+
+
+keys_app = typer.Typer(help="Create, list and revoke API keys of the REST service.",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+@_handles_errors
+def keys_create_cmd(
+    name: Annotated[str, typer.Option("--name", help="Who or what the key is for.")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create a key; the key itself is printed once, on the last line."""
+    if not name.strip():
+        raise InvalidOption("the key needs a --name")
+    store = _job_store(_service_settings(data_dir))
+    key, secret = store.create_key(name.strip())
+    sys.stdout.write(f"created key {key.id} ({key.name}); keep it secret, it is not shown again:\n")
+    sys.stdout.write(secret + "\n")
+
+
+@keys_app.command("list")
+@_handles_errors
+def keys_list_cmd(data_dir: DataDirOption = None) -> None:
+    """List keys (id, start of the key, name, created, revoked)."""
+    from datetime import datetime, timezone
+
+    def when(t):
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M") if t else "-"
+
+    for k in _job_store(_service_settings(data_dir)).list_keys():
+        sys.stdout.write(f"{k.id}  {k.prefix}…  {k.name}  created {when(k.created_at)}  "
+                         f"revoked {when(k.revoked_at)}\n")
+
+
+@keys_app.command("revoke")
+@_handles_errors
+def keys_revoke_cmd(
+    key_id: Annotated[str, typer.Argument(help="The key's id (or a unique start of it).")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Revoke a key: requests with it are refused from now on."""
+    if not _job_store(_service_settings(data_dir)).revoke_key(key_id.strip()):
+        raise InvalidOption(f"no single active key with id {key_id!r}")
+    sys.stdout.write(f"revoked {key_id}\n")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

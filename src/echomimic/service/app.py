@@ -1,0 +1,405 @@
+"""The REST API (FastAPI): submit, follow, download and cancel jobs.
+
+``create_app(settings)`` builds the app; workers run the jobs (``echomimic serve`` starts both).
+Every error answers ``{"code": ..., "message": ...}`` with the error's HTTP status. The OpenAPI
+description is published at ``/openapi.json`` (and ``/docs``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import MISSING, fields
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..errors import AudioTooLong, EchomimicError, InvalidOption
+from ..pipeline import AnimateOptions
+from .errors import InputTooLarge, NotFound, NotReady, Unauthorized
+from .settings import Settings
+from .storage import INPUT_NAMES, LocalStorage
+from .store import COMPLETED, Job, JobStore
+from .urls import AllowList, fetch
+
+log = logging.getLogger("echomimic.service")
+
+API = "/api/v1"
+#: options a client may not set (limits are the server's; weights name server paths)
+SERVER_ONLY = {"max_duration", "max_pixels", "weights"}
+OPTION_FIELDS = {f.name: f for f in fields(AnimateOptions) if f.name not in SERVER_ONLY}
+TEXT_FIELDS = {"text": 5000, "transcript": 20000, "prompt": 2000}
+RESOLUTIONS = {"512": {"crop": "face", "size": 512}, "720p": {"max_side": 1280},
+               "1080p": {"max_side": 1920}, "original": {"max_side": 0}}
+MODES = ("audio", "text", "video")
+_IDEMPOTENCY = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+# ------------------------------------------------------------------------------------------------
+# request parsing and input checks
+# ------------------------------------------------------------------------------------------------
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """A form string (or JSON value) converted to the type of the option's default."""
+    default = OPTION_FIELDS[name].default
+    if value is None or (isinstance(value, str) and value.strip() == "" and default is None):
+        return None
+    kind = type(default) if default is not None and default is not MISSING else None
+    if name == "blink_rate":
+        kind = float
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            v = str(value).strip().lower()
+            if v in ("true", "1", "yes", "on"):
+                return True
+            if v in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(str(value).strip()) if isinstance(value, str) else int(value)
+        if kind is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise InvalidOption(f"{name} must be {'a number' if kind in (int, float) else 'true or false'}"
+                            f", got {value!r}") from None
+
+
+def build_params(fields_in: dict[str, Any], has: set[str]) -> dict[str, Any]:
+    """The job's parameters from the request fields (``has``: the inputs that were given)."""
+    params: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, value in fields_in.items():
+        if key in OPTION_FIELDS:
+            options[key] = _coerce(key, value)
+        elif key in TEXT_FIELDS:
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise InvalidOption(f"{key} must be a string")
+            if len(value) > TEXT_FIELDS[key]:
+                raise InvalidOption(f"{key} is longer than {TEXT_FIELDS[key]} characters")
+            params[key] = value
+        elif key not in ("mode", "resolution") and not key.endswith("_url"):
+            raise InvalidOption(f"unknown field {key!r}")
+    resolution = fields_in.get("resolution")
+    if resolution not in (None, ""):
+        res = str(resolution).strip().lower()
+        if res not in RESOLUTIONS:
+            raise InvalidOption(f"resolution must be one of {', '.join(RESOLUTIONS)}, "
+                                f"got {resolution!r}")
+        for k, v in RESOLUTIONS[res].items():
+            options.setdefault(k, v)
+    drivers = {d for d in ("audio", "video") if d in has} | ({"text"} if "text" in params else set())
+    mode = fields_in.get("mode")
+    if mode in (None, ""):
+        mode = "video" if "video" in drivers else ("text" if "text" in drivers else "audio")
+    if mode not in MODES:
+        raise InvalidOption(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode not in drivers:
+        raise InvalidOption(f"mode {mode!r} needs the {mode} input" if mode != "text"
+                            else "mode 'text' needs the text field")
+    if "audio" in has and "text" in params:
+        raise InvalidOption("give either audio or text, not both")
+    if not drivers:
+        raise InvalidOption("nothing drives the portrait: give audio, text or a video")
+    if "image" not in has:
+        raise InvalidOption("the image (portrait photo) is missing: upload 'image' or give image_url")
+    AnimateOptions.from_kwargs(**options)            # raises InvalidOption with the reason
+    params["mode"] = mode
+    params["options"] = options
+    return params
+
+
+def check_inputs(data: dict[str, bytes], params: dict[str, Any], settings: Settings) -> None:
+    """Decode every input and find the face, so that a job is only queued when it can run."""
+    from ..analysis import analyze_cached
+    from ..media import load_audio, load_image, probe_video
+
+    rgb, digest = load_image(data["image"], max_pixels=settings.max_pixels)
+    analyze_cached(rgb, content_hash=digest,
+                   face_index=int(params["options"].get("face_index", 0)))
+    if "audio" in data:
+        load_audio(data["audio"], sample_rate=16000, max_duration=settings.max_audio_seconds)
+    if "video" in data:
+        info = probe_video(data["video"])
+        if float(info.get("duration") or 0.0) > settings.max_audio_seconds:
+            raise AudioTooLong(f"the video lasts {info['duration']:.0f} s, over the limit of "
+                               f"{settings.max_audio_seconds:.0f} s")
+
+
+def _limit(settings: Settings, name: str) -> int:
+    return {"image": settings.max_image_bytes, "audio": settings.max_audio_bytes,
+            "video": settings.max_video_bytes}[name]
+
+
+# ------------------------------------------------------------------------------------------------
+# responses
+# ------------------------------------------------------------------------------------------------
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def task_json(job: Job, request: Request) -> dict[str, Any]:
+    """The public view of a job."""
+    error = {"code": job.error_code, "message": job.error_message} if job.error_code else None
+    result_url = (str(request.url_for("task_result", task_id=job.id))
+                  if job.status == COMPLETED else None)
+    return {"task_id": job.id, "status": job.status, "progress": round(job.progress, 4),
+            "stage": job.stage or None, "eta_s": job.eta_s, "error": error,
+            "result_url": result_url, "result": job.summary or None, "attempts": job.attempts,
+            "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
+            "finished_at": _iso(job.finished_at)}
+
+
+def _error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
+
+
+def _openapi_body() -> dict[str, Any]:
+    types = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    props: dict[str, Any] = {}
+    for name, f in OPTION_FIELDS.items():
+        d = f.default
+        props[name] = {"type": "number" if name == "blink_rate" else types.get(type(d), "string"),
+                       "default": d}
+    for name in TEXT_FIELDS:
+        props[name] = {"type": "string", "maxLength": TEXT_FIELDS[name]}
+    props["mode"] = {"type": "string", "enum": list(MODES)}
+    props["resolution"] = {"type": "string", "enum": list(RESOLUTIONS)}
+    json_props = dict(props)
+    form_props = dict(props)
+    for name in INPUT_NAMES:
+        json_props[f"{name}_url"] = {"type": "string", "format": "uri"}
+        form_props[f"{name}_url"] = {"type": "string", "format": "uri"}
+        form_props[name] = {"type": "string", "format": "binary"}
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "object", "properties": json_props}},
+        "multipart/form-data": {"schema": {"type": "object", "properties": form_props}}}}}
+
+
+# ------------------------------------------------------------------------------------------------
+# the app
+# ------------------------------------------------------------------------------------------------
+
+
+def create_app(settings: Settings | None = None, *, store: JobStore | None = None,
+               storage: LocalStorage | None = None) -> FastAPI:
+    """The FastAPI app. ``store`` and ``storage`` default to the ones ``settings`` names."""
+    settings = settings or Settings.from_env()
+    storage = storage or LocalStorage(settings.data_dir)
+    store = store or JobStore(settings.database_url, max_attempts=settings.max_attempts)
+    allow = AllowList(settings.url_allow)
+    if not settings.auth:
+        log.warning("authentication is off (ECHOMIMIC_AUTH=off): anyone who can reach this "
+                    "server can submit and read every job; use it only on a private machine")
+
+    app = FastAPI(title="echomimic", version=__version__,
+                  description="Talking portraits: a photo and speech become an mp4.")
+    app.state.settings, app.state.store, app.state.storage = settings, store, storage
+
+    registry = CollectorRegistry()
+    requests_total = Counter("echomimic_http_requests_total", "HTTP requests",
+                             ["method", "route", "status"], registry=registry)
+    submitted = Counter("echomimic_jobs_submitted_total", "Jobs accepted", registry=registry)
+
+    class JobsCollector:
+        def collect(self):
+            g = GaugeMetricFamily("echomimic_jobs", "Jobs in the store by status", labels=["status"])
+            counts = store.count_by_status()
+            for status in ("queued", "running", "completed", "failed", "cancelled"):
+                g.add_metric([status], counts.get(status, 0))
+            yield g
+
+    registry.register(JobsCollector())
+    app.state.metrics_registry = registry
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        response = await call_next(request)
+        route = request.scope.get("route")
+        requests_total.labels(request.method, getattr(route, "path", "other"),
+                              str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(EchomimicError)
+    async def _user_error(_request: Request, exc: EchomimicError):
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        return _error(exc.http_status, exc.code, exc.message, headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException):
+        codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request",
+                 413: "input_too_large"}
+        return _error(exc.status_code, codes.get(exc.status_code, f"http_{exc.status_code}"),
+                      str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(422, "invalid_input", f"{where}: {first.get('msg', 'invalid request')}")
+
+    def owner(request: Request) -> str:
+        """The caller's identity: the API key's id (or ``local`` when authentication is off)."""
+        if not settings.auth:
+            return "local"
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("an API key is required: Authorization: Bearer <key>")
+        key = store.verify_key(token.strip())
+        if key is None:
+            raise Unauthorized("the API key is unknown or revoked")
+        return key.id
+
+    def _get(task_id: str, who: str) -> Job:
+        job = store.get(task_id, owner=who) if re.fullmatch(r"[0-9a-f]{32}", task_id) else None
+        if job is None:
+            raise NotFound(f"no task {task_id!r}")
+        return job
+
+    def _accepted(job: Job, request: Request) -> JSONResponse:
+        body = task_json(job, request)
+        url = str(request.url_for("get_task", task_id=job.id))
+        return JSONResponse(body, status_code=202, headers={"Location": url})
+
+    @app.post(f"{API}/generate", status_code=202, openapi_extra=_openapi_body(),
+              summary="Submit a job (multipart uploads or JSON with *_url inputs)")
+    async def generate(request: Request, who: str = Depends(owner)):
+        idem = request.headers.get("idempotency-key")
+        if idem is not None:
+            if not _IDEMPOTENCY.match(idem):
+                raise InvalidOption("Idempotency-Key must be 1-200 visible ASCII characters")
+            existing = store.find_idempotent(who, idem)
+            if existing is not None:
+                return _accepted(existing, request)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        total_limit = settings.max_image_bytes + settings.max_audio_bytes + settings.max_video_bytes
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > total_limit + 1024 * 1024:
+            raise InputTooLarge(f"the request is {int(length)} bytes, over the limit")
+        fields_in: dict[str, Any] = {}
+        uploads: dict[str, bytes] = {}
+        if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            form = await request.form(max_files=len(INPUT_NAMES), max_fields=100)
+            try:
+                for key, value in form.multi_items():
+                    if isinstance(value, UploadFile):
+                        if key not in INPUT_NAMES:
+                            raise InvalidOption(f"unexpected file field {key!r}; files go in "
+                                                f"{', '.join(INPUT_NAMES)}")
+                        if value.size is not None and value.size > _limit(settings, key):
+                            raise InputTooLarge(f"the {key} is {value.size} bytes, over the limit "
+                                                f"of {_limit(settings, key)} bytes")
+                        uploads[key] = await value.read()
+                    else:
+                        fields_in[key] = value
+            finally:
+                await form.close()
+        elif ctype == "application/json":
+            try:
+                body = await request.json()
+            except ValueError:
+                raise InvalidOption("the request body is not valid JSON") from None
+            if not isinstance(body, dict):
+                raise InvalidOption("the request body must be a JSON object")
+            fields_in = body
+        else:
+            return _error(415, "unsupported_media_type",
+                          "send multipart/form-data (uploads) or application/json (URLs)")
+        for name in INPUT_NAMES:
+            if name in fields_in and f"{name}_url" not in fields_in:
+                raise InvalidOption(f"{name} must be an uploaded file (multipart) or {name}_url")
+            if name in uploads and fields_in.get(f"{name}_url"):
+                raise InvalidOption(f"give either the {name} file or {name}_url, not both")
+        urls = {n: str(fields_in[f"{n}_url"]) for n in INPUT_NAMES if fields_in.get(f"{n}_url")}
+        params = build_params(fields_in, set(uploads) | set(urls))
+
+        def prepare() -> dict[str, bytes]:
+            data = dict(uploads)
+            for name, url in urls.items():
+                data[name] = fetch(url, max_bytes=_limit(settings, name),
+                                   timeout=settings.url_timeout, allow=allow)
+            check_inputs(data, params, settings)
+            return data
+
+        data = await run_in_threadpool(prepare)
+        job_id = uuid.uuid4().hex
+
+        def save() -> tuple[Job, bool]:
+            inputs = {name: storage.save_input(job_id, name, blob) for name, blob in data.items()}
+            job, created = store.create_job(who, params, inputs, job_id=job_id,
+                                            idempotency_key=idem)
+            if not created:
+                storage.delete_job(job_id)
+            return job, created
+
+        job, created = await run_in_threadpool(save)
+        if created:
+            submitted.inc()
+        return _accepted(job, request)
+
+    @app.get(f"{API}/task/{{task_id}}", name="get_task", summary="The status of a job")
+    def get_task(task_id: str, request: Request, who: str = Depends(owner)):
+        return task_json(_get(task_id, who), request)
+
+    @app.get(f"{API}/task/{{task_id}}/result", name="task_result",
+             summary="The video (supports HTTP range requests)",
+             responses={200: {"content": {"video/mp4": {}}}})
+    def task_result(task_id: str, who: str = Depends(owner)):
+        job = _get(task_id, who)
+        if job.status != COMPLETED or not job.result:
+            raise NotReady(f"task {task_id} is {job.status}; its video is not available")
+        path = storage.path(job.result)
+        if not path.is_file():
+            raise NotFound(f"the video of task {task_id} is no longer stored")
+        return FileResponse(path, media_type="video/mp4", filename=f"{task_id}.mp4")
+
+    @app.delete(f"{API}/task/{{task_id}}", summary="Cancel a job")
+    def cancel_task(task_id: str, request: Request, who: str = Depends(owner)):
+        _get(task_id, who)
+        job = store.cancel(task_id, owner=who)
+        return task_json(job, request)
+
+    @app.get("/healthz", summary="Liveness")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: database and storage reachable")
+    def readyz():
+        problems = []
+        try:
+            store.ping()
+        except Exception as exc:  # any database failure means not ready
+            problems.append(f"database: {type(exc).__name__}")
+        if not storage.writable():
+            problems.append("storage: not writable")
+        if problems:
+            return _error(503, "not_ready", "; ".join(problems))
+        return {"status": "ready"}
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    def metrics():
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

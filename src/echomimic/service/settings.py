@@ -1,0 +1,99 @@
+"""Service settings, read from ``ECHOMIMIC_*`` environment variables.
+
+========================== ============================================== ====================
+variable                   meaning                                        default
+========================== ============================================== ====================
+ECHOMIMIC_DATA_DIR         inputs, results and the SQLite database         ``./echomimic-data``
+ECHOMIMIC_DB_URL           SQLAlchemy URL of the job store                 SQLite in DATA_DIR
+ECHOMIMIC_AUTH             ``on`` (API keys) or ``off`` (local use)        ``on``
+ECHOMIMIC_MAX_IMAGE_BYTES  largest photo upload / download                 20 MB
+ECHOMIMIC_MAX_AUDIO_BYTES  largest audio upload / download                 50 MB
+ECHOMIMIC_MAX_VIDEO_BYTES  largest video upload / download                 200 MB
+ECHOMIMIC_MAX_AUDIO_SECONDS longest accepted speech                        600
+ECHOMIMIC_MAX_PIXELS       largest accepted photo (width x height)         4096*4096
+ECHOMIMIC_LEASE_SECONDS    job lease; a worker silent this long loses it   30
+ECHOMIMIC_MAX_ATTEMPTS     runs of a job before it fails as ``worker_lost`` 3
+ECHOMIMIC_URL_ALLOW        comma-separated hosts/CIDRs allowed for *_url    (none)
+ECHOMIMIC_URL_TIMEOUT      seconds for one input download                  30
+========================== ============================================== ====================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+from ..errors import InvalidOption
+
+_MB = 1024 * 1024
+
+
+def _flag(value: str, name: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "on", "true", "yes"):
+        return True
+    if v in ("0", "off", "false", "no"):
+        return False
+    raise InvalidOption(f"{name} must be on or off, got {value!r}")
+
+
+def _num(env: Mapping[str, str], name: str, default: float, kind=int):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise InvalidOption(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise InvalidOption(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app, the store and the workers need to know."""
+
+    data_dir: Path = Path("echomimic-data")
+    db_url: str = ""                       # "" = sqlite:///<data_dir>/jobs.db
+    auth: bool = True
+    max_image_bytes: int = 20 * _MB
+    max_audio_bytes: int = 50 * _MB
+    max_video_bytes: int = 200 * _MB
+    max_audio_seconds: float = 600.0
+    max_pixels: int = 4096 * 4096
+    lease_seconds: float = 30.0
+    max_attempts: int = 3
+    url_allow: tuple[str, ...] = field(default_factory=tuple)
+    url_timeout: float = 30.0
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL in use (SQLite inside the data folder by default)."""
+        return self.db_url or f"sqlite:///{(Path(self.data_dir) / 'jobs.db').resolve()}"
+
+    def with_(self, **changes) -> "Settings":
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Settings from ``ECHOMIMIC_*`` variables (``env`` defaults to ``os.environ``)."""
+        env = os.environ if env is None else env
+        allow = tuple(s.strip() for s in env.get("ECHOMIMIC_URL_ALLOW", "").split(",") if s.strip())
+        return cls(
+            data_dir=Path(env.get("ECHOMIMIC_DATA_DIR", "echomimic-data")),
+            db_url=env.get("ECHOMIMIC_DB_URL", ""),
+            auth=_flag(env.get("ECHOMIMIC_AUTH", "on"), "ECHOMIMIC_AUTH"),
+            max_image_bytes=_num(env, "ECHOMIMIC_MAX_IMAGE_BYTES", cls.max_image_bytes),
+            max_audio_bytes=_num(env, "ECHOMIMIC_MAX_AUDIO_BYTES", cls.max_audio_bytes),
+            max_video_bytes=_num(env, "ECHOMIMIC_MAX_VIDEO_BYTES", cls.max_video_bytes),
+            max_audio_seconds=_num(env, "ECHOMIMIC_MAX_AUDIO_SECONDS", cls.max_audio_seconds, float),
+            max_pixels=_num(env, "ECHOMIMIC_MAX_PIXELS", cls.max_pixels),
+            lease_seconds=_num(env, "ECHOMIMIC_LEASE_SECONDS", cls.lease_seconds, float),
+            max_attempts=_num(env, "ECHOMIMIC_MAX_ATTEMPTS", cls.max_attempts),
+            url_allow=allow,
+            url_timeout=_num(env, "ECHOMIMIC_URL_TIMEOUT", cls.url_timeout, float),
+        )
