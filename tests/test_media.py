@@ -647,3 +647,22 @@ def test_contact_sheet_layout_and_png(tmp_path, media_astro):
     np.testing.assert_array_equal(back, labelled)
     with pytest.raises(ValueError):
         contact_sheet(frames, labels=["only one"])
+
+
+def test_written_mp4_has_ordinary_permissions(tmp_path):
+    """The writer goes through a private temp file; the finished mp4 gets the permissions a plain
+    open() would give it (umask applied), not the temp file's 0600."""
+    import os
+    import stat
+
+    from echomimic.media import Mp4Writer
+
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "perm.mp4"
+        with Mp4Writer(out, 64, 64, 25) as w:
+            for _ in range(3):
+                w.write(np.zeros((64, 64, 3), np.uint8))
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    finally:
+        os.umask(old)

@@ -36,6 +36,16 @@ _NTSC = {23.976: Fraction(24000, 1001), 29.97: Fraction(30000, 1001),
          119.88: Fraction(120000, 1001)}
 
 
+def _chmod_default(path: str) -> None:
+    """Give a file made with ``mkstemp`` (mode 0600) the permissions a plain ``open`` would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(path, 0o666 & ~umask)
+    except OSError:
+        pass
+
+
 def fps_fraction(fps: float | Fraction | int) -> Fraction:
     """Exact frame rate as a fraction: ``25 -> 25/1``, ``29.97 -> 30000/1001``.
 
@@ -277,6 +287,7 @@ class Mp4Writer:
                 self._container.mux(packet)
             self._container.close()
             self._close_audio_source()
+            _chmod_default(self._tmp)
             os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
