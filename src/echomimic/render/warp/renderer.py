@@ -108,7 +108,7 @@ def exact_warp(img: np.ndarray, src: np.ndarray, dst: np.ndarray, tris: np.ndarr
 
 
 #: share of a photo's lip gap closed by the upper lip (the jaw and lower lip close the rest)
-CLOSE_SPLIT = 0.2
+CLOSE_SPLIT = 0.1
 
 
 class _Grid:
