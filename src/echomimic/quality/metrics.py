@@ -87,6 +87,24 @@ def loudness_envelope(samples: np.ndarray, sample_rate: int, fps: float, n_frame
     return np.clip((db - floor) / (top - floor), 0.0, 1.0)
 
 
+def _frames_in_pauses(quiet: np.ndarray, hop: float, fps: float, n_frames: int,
+                      min_pause: float) -> np.ndarray:
+    """(n_frames,) bool: frames all of whose time lies in a run of quiet hops (of ``hop``
+    seconds) lasting at least ``min_pause`` seconds."""
+    n_hops = len(quiet)
+    labels, n_runs = ndimage.label(quiet)
+    if n_runs:
+        sizes = np.bincount(labels.ravel())[1:]
+        keep = np.concatenate([[False], sizes * hop >= min_pause - 1e-9])
+        quiet = keep[labels]
+    # A frame is in a pause when every hop overlapping its time is.
+    loud_cum = np.concatenate([[0], np.cumsum(~quiet)])
+    t0 = np.arange(n_frames) / float(fps)
+    h0 = np.clip(np.floor(t0 / hop + 1e-9).astype(np.int64), 0, n_hops - 1)
+    h1 = np.clip(np.ceil((t0 + 1.0 / fps) / hop - 1e-9).astype(np.int64), h0 + 1, n_hops)
+    return (loud_cum[h1] - loud_cum[h0]) == 0
+
+
 def speech_pauses(samples: np.ndarray, sample_rate: int, fps: float, n_frames: int, *,
                   min_pause: float = 0.3, margin: int = 2) -> np.ndarray:
     """(n_frames,) bool: frames inside pauses of speech longer than ``min_pause`` seconds.
@@ -115,18 +133,7 @@ def speech_pauses(samples: np.ndarray, sample_rate: int, fps: float, n_frames: i
         noise = float(np.percentile(db, 10))
         thr = max(speech - 25.0, noise + 0.4 * (speech - noise))
         quiet = db < thr
-    # Keep runs of quiet hops that last at least min_pause.
-    labels, n_runs = ndimage.label(quiet)
-    if n_runs:
-        sizes = np.bincount(labels.ravel())[1:]
-        keep = np.concatenate([[False], sizes * PAUSE_HOP >= min_pause - 1e-9])
-        quiet = keep[labels]
-    # A frame is in a pause when every hop overlapping its time is.
-    loud_cum = np.concatenate([[0], np.cumsum(~quiet)])
-    t0 = np.arange(n_frames) / float(fps)
-    h0 = np.clip(np.floor(t0 / PAUSE_HOP + 1e-9).astype(np.int64), 0, n_hops - 1)
-    h1 = np.clip(np.ceil((t0 + 1.0 / fps) / PAUSE_HOP - 1e-9).astype(np.int64), h0 + 1, n_hops)
-    pause = (loud_cum[h1] - loud_cum[h0]) == 0
+    pause = _frames_in_pauses(quiet, PAUSE_HOP, fps, n_frames, min_pause)
     if margin > 0:
         speech_frames = ~pause
         near = ndimage.binary_dilation(speech_frames, iterations=int(margin)) \
@@ -350,17 +357,7 @@ def pauses_from_phones(phones, fps: float, n_frames: int, *, min_pause: float = 
     for p in ph:
         if not is_pause(p.label) and not (p.label.startswith("(") and p.label.endswith(")")):
             speech[(t >= p.start) & (t < p.end)] = True
-    quiet = ~speech
-    labels, n_runs = ndimage.label(quiet)
-    if n_runs:
-        sizes = np.bincount(labels.ravel())[1:]
-        keep = np.concatenate([[False], sizes * hop >= min_pause - 1e-9])
-        quiet = keep[labels]
-    loud_cum = np.concatenate([[0], np.cumsum(~quiet)])
-    t0 = np.arange(n_frames) / float(fps)
-    h0 = np.clip(np.floor(t0 / hop + 1e-9).astype(np.int64), 0, n_hops - 1)
-    h1 = np.clip(np.ceil((t0 + 1.0 / fps) / hop - 1e-9).astype(np.int64), h0 + 1, n_hops)
-    pause = (loud_cum[h1] - loud_cum[h0]) == 0
+    pause = _frames_in_pauses(~speech, hop, fps, n_frames, min_pause)
     if margin > 0 and (~pause).any():
         pause &= ~ndimage.binary_dilation(~pause, iterations=int(margin))
     return pause
