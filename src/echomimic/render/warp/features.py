@@ -134,7 +134,7 @@ def _chaikin(p: np.ndarray, iterations: int = 2) -> np.ndarray:
 
 #: closed-lip line: thickness (x eye distance), opacity, share of the pixel kept, share of the
 #: mouth's dark lip colour added
-LIP_LINE = [0.010, 0.8, 0.3, 0.25]
+LIP_LINE = [0.013, 0.9, 0.3, 0.25]
 
 
 class MouthInterior:
