@@ -1,11 +1,18 @@
-"""The REST service end to end: a real uvicorn server on 127.0.0.1 with an in-process worker.
+"""The REST service end to end, in two modes (every test that uses ``service`` runs in both):
+
+* ``local``: the API (uvicorn in a thread of the test) with an embedded Celery worker thread and
+  the default broker, an SQLite file in the data folder;
+* ``distributed``: a private redis-server as the broker, ``echomimic serve --workers 0`` and a
+  separate ``echomimic worker`` process (skipped when redis-server is not installed).
 
 Nothing here connects anywhere but 127.0.0.1; refused URLs are checked without connecting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import signal
 import socket
 import threading
 import time
@@ -15,52 +22,78 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
+pytest.importorskip("celery")
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
+from service_harness import (NO_REDIS, REDIS_SERVER, RedisServer, free_port,  # noqa: E402
+                             service_env, start_api, start_worker, wait_for)
+
 from echomimic.service.app import create_app  # noqa: E402
 from echomimic.service.errors import InputTooLarge, UrlRefused  # noqa: E402
+from echomimic.service.queue import EmbeddedWorker, JobQueue  # noqa: E402
 from echomimic.service.settings import Settings  # noqa: E402
 from echomimic.service.storage import LocalStorage  # noqa: E402
 from echomimic.service.store import JobStore  # noqa: E402
 from echomimic.service.urls import check_url, fetch  # noqa: E402
-from echomimic.service.worker import Worker, run_claimed  # noqa: E402
+from echomimic.service.worker import run_claimed  # noqa: E402
 
 MAX_AUDIO_SECONDS = 4.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_free_port = free_port
 
 
 class Service:
-    """A running server + worker, two API keys, and a progress hook the tests can set."""
+    """A running API and worker(s), two API keys, and a way to hold a job in the middle of its
+    run. Subclasses start them in this process or as separate processes."""
+
+    in_process = False
 
     def __init__(self, root: Path):
+        self.root = root
         self.settings = Settings(data_dir=root, auth=True, lease_seconds=5.0,
                                  max_audio_seconds=MAX_AUDIO_SECONDS, url_allow=("localhost",))
-        self.app = create_app(self.settings)
-        self.store: JobStore = self.app.state.store
+        root.mkdir(parents=True, exist_ok=True)
+        self.store = JobStore(self.settings.database_url, max_attempts=self.settings.max_attempts)
+        self.storage = LocalStorage(root)
         _, self.key_a = self.store.create_key("alice")
         _, self.key_b = self.store.create_key("bob")
-        self.hook = None
-        self.worker = Worker(self.store, self.app.state.storage, self.settings, name="test-worker",
-                             poll_interval=0.1,
-                             progress_hook=lambda *a: self.hook(*a) if self.hook else None)
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+
+    def client(self, key: str | None) -> "httpx.Client":
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.base, headers=headers, timeout=60)
+
+    def wait(self, client, task_id: str, until=("completed", "failed", "cancelled"),
+             timeout: float = 90.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            body = client.get(f"/api/v1/task/{task_id}").json()
+            if body["status"] in until:
+                return body
+            assert time.monotonic() < deadline, f"task still {body['status']}"
+            time.sleep(0.05)
+
+
+class LocalService(Service):
+    """uvicorn in a thread, an embedded Celery worker thread, the SQLite broker."""
+
+    in_process = True
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.hook = None
+        queue = JobQueue(self.settings, store=self.store, storage=self.storage,
+                         progress_hook=lambda *a: self.hook(*a) if self.hook else None)
+        self.app = create_app(self.settings, store=self.store, storage=self.storage, queue=queue)
+        self.worker = EmbeddedWorker(queue, concurrency=1)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
                                                     log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> None:
         self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
+        wait_for(lambda: self.server.started, 20, "the server to start")
         self.worker.start()
 
     def stop(self) -> None:
@@ -69,27 +102,82 @@ class Service:
         self.server.should_exit = True
         self.thread.join(timeout=10)
 
-    def client(self, key: str | None) -> "httpx.Client":
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.base, headers=headers, timeout=60)
+    @contextlib.contextmanager
+    def held_mid_run(self, client, files, data):
+        """Submit a job and hold it in its render stage until the block ends."""
+        in_render, release = threading.Event(), threading.Event()
 
-    def wait(self, client, task_id: str, until=("completed", "failed", "cancelled"),
-             timeout: float = 60.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            body = client.get(f"/api/v1/task/{task_id}").json()
-            if body["status"] in until:
-                return body
-            assert time.monotonic() < deadline, f"task still {body['status']}"
-            time.sleep(0.1)
+        def hook(job_id, stage, fraction):
+            if stage == "render":
+                in_render.set()
+                release.wait(30)
+
+        self.hook = hook
+        try:
+            task_id = client.post("/api/v1/generate", files=files, data=data).json()["task_id"]
+            assert in_render.wait(60), "the job never started rendering"
+            yield task_id
+        finally:
+            release.set()
+            self.hook = None
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    svc = Service(tmp_path_factory.mktemp("service"))
-    svc.start()
-    yield svc
-    svc.stop()
+class DistributedService(Service):
+    """redis-server, `echomimic serve --workers 0` and `echomimic worker`: three processes."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.redis = RedisServer(root / "redis")
+        self.env = service_env(root, ECHOMIMIC_BROKER_URL=self.redis.url,
+                               ECHOMIMIC_LEASE_SECONDS="5",
+                               ECHOMIMIC_MAX_AUDIO_SECONDS=str(MAX_AUDIO_SECONDS),
+                               ECHOMIMIC_URL_ALLOW="localhost")
+        self.api = self.worker = None
+
+    def start(self) -> None:
+        self.api, _ = start_api(self.env, self.root, port=self.port, workers=0)
+        self.worker = start_worker(self.env, self.root, pool="solo")
+
+    def stop(self) -> None:
+        for proc in (self.worker, self.api):
+            if proc is not None:
+                proc.stop()
+        self.redis.stop()
+
+    @contextlib.contextmanager
+    def held_mid_run(self, client, files, data):
+        """Submit a job and stop the worker process (SIGSTOP) while the job runs; it goes on
+        (SIGCONT) when the block ends."""
+        for _ in range(3):
+            task_id = client.post("/api/v1/generate", files=files, data=data).json()["task_id"]
+            status = wait_for(lambda: (client.get(f"/api/v1/task/{task_id}").json()["status"]
+                                       != "queued") and
+                              client.get(f"/api/v1/task/{task_id}").json()["status"], 60,
+                              "the job to start", interval=0.01)
+            if status == "running":
+                self.worker.signal(signal.SIGSTOP)
+                if client.get(f"/api/v1/task/{task_id}").json()["status"] == "running":
+                    break
+                self.worker.signal(signal.SIGCONT)
+        else:
+            pytest.fail("the job always finished before the worker could be stopped")
+        try:
+            yield task_id
+        finally:
+            self.worker.signal(signal.SIGCONT)
+
+
+@pytest.fixture(scope="module", params=["local", "distributed"])
+def service(request, tmp_path_factory):
+    if request.param == "distributed" and REDIS_SERVER is None:
+        pytest.skip(NO_REDIS)
+    cls = LocalService if request.param == "local" else DistributedService
+    svc = cls(tmp_path_factory.mktemp(f"service-{request.param}"))
+    try:
+        svc.start()
+        yield svc
+    finally:
+        svc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +232,17 @@ def test_submit_poll_download(service, alice, done_job, short_speech, tmp_path):
     metrics = alice.get("/metrics").text
     assert 'echomimic_jobs{status="completed"}' in metrics
     assert "echomimic_jobs_submitted_total" in metrics
+    assert float(_metric(metrics, "echomimic_render_seconds_count")) >= 1
+    assert float(_metric(metrics, "echomimic_realtime_factor_count")) >= 1
+    assert float(_metric(metrics, "echomimic_queue_depth")) >= 0       # measured, not unknown
+
+
+def _metric(text: str, name: str) -> str:
+    """The value of an unlabelled sample in Prometheus text."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return line.split()[1]
+    raise AssertionError(f"{name} not in /metrics")
 
 
 def test_idempotency_returns_the_same_task(service, alice, bob, done_job, astronaut_png,
@@ -178,31 +277,17 @@ def test_tenant_isolation_and_auth(service, alice, bob, done_job):
 
 
 def test_cancel_a_running_job(service, alice, astronaut_png, short_speech):
-    in_render, release = threading.Event(), threading.Event()
-
-    def hook(job_id, stage, fraction):
-        if stage == "render":
-            in_render.set()
-            release.wait(30)
-
-    service.hook = hook
-    try:
-        files = _files(astronaut_png.read_bytes(), short_speech.path.read_bytes())
-        task_id = alice.post("/api/v1/generate", files=files, data=FAST).json()["task_id"]
-        assert in_render.wait(60), "the job never started rendering"
+    files = _files(astronaut_png.read_bytes(), short_speech.path.read_bytes())
+    with service.held_mid_run(alice, files, FAST) as task_id:
         assert alice.get(f"/api/v1/task/{task_id}").json()["status"] == "running"
         r = alice.delete(f"/api/v1/task/{task_id}")
         assert r.status_code == 200 and r.json()["status"] == "running"
-        release.set()
-        status = service.wait(alice, task_id)
-    finally:
-        service.hook = None
-        release.set()
+    status = service.wait(alice, task_id)
     assert status["status"] == "cancelled"
     assert status["error"]["code"] == "cancelled" and status["progress"] < 1.0
     r = alice.get(f"/api/v1/task/{task_id}/result")
     assert r.status_code == 409 and r.json()["code"] == "not_ready"
-    job_dir = service.app.state.storage.job_dir(task_id)
+    job_dir = service.storage.job_dir(task_id)
     assert not list(job_dir.glob("result*.mp4"))          # no partial video left
     assert (job_dir / "input.image").exists()             # the inputs are kept
 
@@ -236,7 +321,8 @@ def test_bad_inputs_are_refused_before_queueing(service, alice, astronaut_png, s
     r = post(files=_files(astronaut_png.read_bytes(), audio), data={"resolution": "4k"})
     assert (r.status_code, r.json()["code"]) == (422, "invalid_option")
 
-    # URLs to non-public addresses: refused without any connection being opened
+    # URLs to non-public addresses: refused without any connection being opened (in the local
+    # mode the API runs in this process, so its connections are watched too)
     connects: list = []
     real = socket.create_connection
 

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from starlette.datastructures import UploadFile
@@ -28,7 +28,12 @@ from ..errors import AudioTooLong, EchomimicError, InvalidOption
 from ..pipeline import AnimateOptions
 from .errors import InputTooLarge, NotFound, NotReady, Unauthorized
 from .settings import Settings
-from .storage import INPUT_NAMES, LocalStorage
+from .retention import attach as attach_retention
+from .signing import result_url as signed_result_url
+from .signing import signer_of
+from .storage import INPUT_NAMES, LocalStorage, S3Storage, make_storage
+from .limits import SubmissionLimits
+from .queue import JobQueue, QueueMetrics
 from .store import COMPLETED, Job, JobStore
 from .urls import AllowList, fetch
 
@@ -162,8 +167,7 @@ def _iso(t: float | None) -> str | None:
 def task_json(job: Job, request: Request) -> dict[str, Any]:
     """The public view of a job."""
     error = {"code": job.error_code, "message": job.error_message} if job.error_code else None
-    result_url = (str(request.url_for("task_result", task_id=job.id))
-                  if job.status == COMPLETED else None)
+    result_url = signed_result_url(job, request) if job.status == COMPLETED else None
     return {"task_id": job.id, "status": job.status, "progress": round(job.progress, 4),
             "stage": job.stage or None, "eta_s": job.eta_s, "error": error,
             "result_url": result_url, "result": job.summary or None, "attempts": job.attempts,
@@ -203,11 +207,16 @@ def _openapi_body() -> dict[str, Any]:
 
 
 def create_app(settings: Settings | None = None, *, store: JobStore | None = None,
-               storage: LocalStorage | None = None) -> FastAPI:
-    """The FastAPI app. ``store`` and ``storage`` default to the ones ``settings`` names."""
+               storage: LocalStorage | S3Storage | None = None,
+               queue: JobQueue | None = None) -> FastAPI:
+    """The FastAPI app. ``store``, ``storage`` and ``queue`` (the Celery queue the jobs are
+    published to) default to the ones ``settings`` names."""
     settings = settings or Settings.from_env()
-    storage = storage or LocalStorage(settings.data_dir)
+    storage = storage or make_storage(settings)
     store = store or JobStore(settings.database_url, max_attempts=settings.max_attempts)
+    queue = queue or JobQueue(settings, store=store, storage=storage)
+    limits = SubmissionLimits(store, per_minute=settings.rate_limit,
+                              max_active=settings.max_active_jobs)
     allow = AllowList(settings.url_allow)
     if not settings.auth:
         log.warning("authentication is off (ECHOMIMIC_AUTH=off): anyone who can reach this "
@@ -216,6 +225,8 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     app = FastAPI(title="echomimic", version=__version__,
                   description="Talking portraits: a photo and speech become an mp4.")
     app.state.settings, app.state.store, app.state.storage = settings, store, storage
+    attach_retention(app, store, storage, settings)   # periodic clean-up of old jobs
+    app.state.queue, app.state.limits = queue, limits
 
     registry = CollectorRegistry()
     requests_total = Counter("echomimic_http_requests_total", "HTTP requests",
@@ -231,6 +242,7 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
             yield g
 
     registry.register(JobsCollector())
+    registry.register(QueueMetrics(store, queue))     # queue depth, run time, real-time factor
     app.state.metrics_registry = registry
 
     @app.middleware("http")
@@ -243,7 +255,8 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
 
     @app.exception_handler(EchomimicError)
     async def _user_error(_request: Request, exc: EchomimicError):
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        headers = ({"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized)
+                   else getattr(exc, "headers", None))      # e.g. Retry-After of rate_limited
         return _error(exc.http_status, exc.code, exc.message, headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -293,6 +306,7 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
             existing = store.find_idempotent(who, idem)
             if existing is not None:
                 return _accepted(existing, request)
+        await run_in_threadpool(limits.check, who)     # 429 rate_limited / too_many_jobs
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         total_limit = settings.max_image_bytes + settings.max_audio_bytes + settings.max_video_bytes
         length = request.headers.get("content-length", "")
@@ -352,6 +366,8 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
                                             idempotency_key=idem)
             if not created:
                 storage.delete_job(job_id)
+            else:
+                queue.publish(job.id)                   # a lost message is published again
             return job, created
 
         job, created = await run_in_threadpool(save)
@@ -364,12 +380,20 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
         return task_json(_get(task_id, who), request)
 
     @app.get(f"{API}/task/{{task_id}}/result", name="task_result",
-             summary="The video (supports HTTP range requests)",
+             summary="The video (supports HTTP range requests); with the `expires` and `sig` of "
+                     "a signed `result_url`, no API key is needed until it expires",
              responses={200: {"content": {"video/mp4": {}}}})
-    def task_result(task_id: str, who: str = Depends(owner)):
-        job = _get(task_id, who)
+    def task_result(task_id: str, request: Request, expires: str | None = None,
+                    sig: str | None = None):
+        if expires is None and sig is None:
+            job = _get(task_id, owner(request))
+        else:                                    # a signed link: the signature is the key
+            signer_of(request.app.state).verify(task_id, expires, sig)
+            job = _get(task_id, None)
         if job.status != COMPLETED or not job.result:
             raise NotReady(f"task {task_id} is {job.status}; its video is not available")
+        if getattr(storage, "remote", False):    # object storage: download from the store
+            return RedirectResponse(signed_result_url(job, request), status_code=307)
         path = storage.path(job.result)
         if not path.is_file():
             raise NotFound(f"the video of task {task_id} is no longer stored")

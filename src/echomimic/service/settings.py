@@ -15,7 +15,24 @@ ECHOMIMIC_LEASE_SECONDS    job lease; a worker silent this long loses it   30
 ECHOMIMIC_MAX_ATTEMPTS     runs of a job before it fails as ``worker_lost`` 3
 ECHOMIMIC_URL_ALLOW        comma-separated hosts/CIDRs allowed for *_url    (none)
 ECHOMIMIC_URL_TIMEOUT      seconds for one input download                  30
+ECHOMIMIC_BROKER_URL       Celery broker (``redis://``, ``amqp://`` …)      SQLite in DATA_DIR
+ECHOMIMIC_QUEUE            name of the broker queue of the jobs            ``echomimic``
+ECHOMIMIC_REQUEUE_SECONDS  a queued job unclaimed this long is published    60
+                           again (when the broker's queue is empty)
+ECHOMIMIC_RATE_LIMIT       submissions per minute per API key (0: none)    60
+ECHOMIMIC_MAX_ACTIVE_JOBS  queued + running jobs per API key (0: none)     20
+ECHOMIMIC_S3_BUCKET        keep inputs and results in this S3 bucket        (none: data folder)
+ECHOMIMIC_S3_PREFIX        key prefix inside the bucket                     (none)
+ECHOMIMIC_S3_ENDPOINT_URL  S3-compatible endpoint (MinIO, Ceph, R2 …)       AWS
+ECHOMIMIC_S3_REGION        region of the bucket                             boto3's default
+ECHOMIMIC_SIGNING_KEY      secret of signed result links (local storage)    a file in DATA_DIR
+ECHOMIMIC_RESULT_URL_TTL   seconds a result link stays valid                3600
+ECHOMIMIC_RETENTION_DAYS   delete finished jobs older than this (0: never)  0
+ECHOMIMIC_CLEANUP_INTERVAL seconds between two clean-ups of old jobs        3600
 ========================== ============================================== ====================
+
+The analysis cache has its own variables (``ECHOMIMIC_CACHE_DIR``, ``ECHOMIMIC_CACHE_URL``), read
+by :mod:`echomimic.analysis.cache`.
 """
 
 from __future__ import annotations
@@ -52,6 +69,20 @@ def _num(env: Mapping[str, str], name: str, default: float, kind=int):
     return value
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number >= 0 (0 turns the limit off)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidOption(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise InvalidOption(f"{name} must be 0 or more, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the app, the store and the workers need to know."""
@@ -68,6 +99,30 @@ class Settings:
     max_attempts: int = 3
     url_allow: tuple[str, ...] = field(default_factory=tuple)
     url_timeout: float = 30.0
+    broker_url: str = ""                   # "" = sqla+sqlite:///<data_dir>/broker.db
+    queue_name: str = "echomimic"
+    requeue_seconds: float = 60.0
+    rate_limit: int = 60                   # submissions per minute per key; 0 = no limit
+    max_active_jobs: int = 20              # queued + running per key; 0 = no limit
+    s3_bucket: str = ""                    # "" = files in the data folder
+    s3_prefix: str = ""
+    s3_endpoint_url: str = ""              # "" = AWS
+    s3_region: str = ""
+    signing_key: str = ""                  # "" = <data_dir>/signing.key (made on first use)
+    result_url_ttl: float = 3600.0
+    retention_days: int = 0                # 0 = keep finished jobs forever
+    cleanup_interval: float = 3600.0
+
+    @property
+    def celery_broker_url(self) -> str:
+        """The Celery broker in use (an SQLite file in the data folder by default, so that
+        ``echomimic serve`` needs no other server)."""
+        return self.broker_url or f"sqla+sqlite:///{(Path(self.data_dir) / 'broker.db').resolve()}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        """Whether the broker is the default SQLite file (one host only)."""
+        return not self.broker_url
 
     @property
     def database_url(self) -> str:
@@ -96,4 +151,17 @@ class Settings:
             max_attempts=_num(env, "ECHOMIMIC_MAX_ATTEMPTS", cls.max_attempts),
             url_allow=allow,
             url_timeout=_num(env, "ECHOMIMIC_URL_TIMEOUT", cls.url_timeout, float),
+            broker_url=env.get("ECHOMIMIC_BROKER_URL", "").strip(),
+            queue_name=env.get("ECHOMIMIC_QUEUE", "").strip() or cls.queue_name,
+            requeue_seconds=_num(env, "ECHOMIMIC_REQUEUE_SECONDS", cls.requeue_seconds, float),
+            rate_limit=_count(env, "ECHOMIMIC_RATE_LIMIT", cls.rate_limit),
+            max_active_jobs=_count(env, "ECHOMIMIC_MAX_ACTIVE_JOBS", cls.max_active_jobs),
+            s3_bucket=env.get("ECHOMIMIC_S3_BUCKET", "").strip(),
+            s3_prefix=env.get("ECHOMIMIC_S3_PREFIX", "").strip(),
+            s3_endpoint_url=env.get("ECHOMIMIC_S3_ENDPOINT_URL", "").strip(),
+            s3_region=env.get("ECHOMIMIC_S3_REGION", "").strip(),
+            signing_key=env.get("ECHOMIMIC_SIGNING_KEY", "").strip(),
+            result_url_ttl=_num(env, "ECHOMIMIC_RESULT_URL_TTL", cls.result_url_ttl, float),
+            retention_days=_count(env, "ECHOMIMIC_RETENTION_DAYS", cls.retention_days),
+            cleanup_interval=_num(env, "ECHOMIMIC_CLEANUP_INTERVAL", cls.cleanup_interval, float),
         )

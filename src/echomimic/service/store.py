@@ -12,6 +12,10 @@ A claim is one conditional ``UPDATE … WHERE status='queued'``, so two workers 
 job at once. A worker holds a *lease* that it renews by heartbeats; every write of a worker is
 guarded by its lease token, so a worker that lost its lease (it was presumed dead and the job was
 handed to another) cannot complete, fail or overwrite the job: each job completes exactly once.
+
+A task queue (Celery) only carries job ids: ``enqueued_at`` records when a job's id was last
+published, so that a queued job whose message was lost can be found and published again
+(:meth:`JobStore.stale_queued`); a duplicate message is harmless, because the claim is conditional.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (Boolean, Float, Integer, String, Text, UniqueConstraint, create_engine,
-                        event, func, select, text, update)
+                        event, func, inspect, select, text, update)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -62,6 +66,7 @@ class JobRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    enqueued_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ApiKeyRow(Base):
@@ -147,7 +152,15 @@ class JobStore:
                 cur.execute("PRAGMA busy_timeout=30000")
                 cur.close()
         Base.metadata.create_all(self.engine)
+        self._migrate()
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _migrate(self) -> None:
+        """Add the columns that databases made by earlier versions lack."""
+        columns = {c["name"] for c in inspect(self.engine).get_columns("jobs")}
+        if "enqueued_at" not in columns:
+            with self.engine.begin() as conn:
+                conn.execute(text("ALTER TABLE jobs ADD COLUMN enqueued_at FLOAT"))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -169,9 +182,10 @@ class JobStore:
                    job_id: str | None = None, idempotency_key: str | None = None) -> tuple[Job, bool]:
         """Queue a job. Returns ``(job, created)``; with an idempotency key already used by
         ``owner``, the existing job and ``False``."""
+        now = time.time()
         row = JobRow(id=job_id or uuid.uuid4().hex, owner=owner, idempotency_key=idempotency_key,
                      status=QUEUED, params=json.dumps(params, sort_keys=True),
-                     inputs=json.dumps(inputs, sort_keys=True), created_at=time.time(),
+                     inputs=json.dumps(inputs, sort_keys=True), created_at=now, enqueued_at=now,
                      progress=0.0, stage="", summary="{}", cancel_requested=False, attempts=0)
         try:
             with self._session() as s, s.begin():
@@ -197,6 +211,51 @@ class JobStore:
         with self._session() as s:
             rows = s.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all()
         return {status: int(n) for status, n in rows}
+
+    def count_active(self, owner: str) -> int:
+        """How many of ``owner``'s jobs are queued or running."""
+        with self._session() as s:
+            return int(s.scalar(select(func.count()).select_from(JobRow).where(
+                JobRow.owner == owner, JobRow.status.in_((QUEUED, RUNNING)))) or 0)
+
+    def stale_queued(self, older_than: float, *, now: float | None = None,
+                     limit: int = 1000) -> list[str]:
+        """Queued jobs whose id was last published more than ``older_than`` seconds ago (oldest
+        first): their message may have been lost."""
+        now = time.time() if now is None else now
+        since = func.coalesce(JobRow.enqueued_at, JobRow.created_at)
+        with self._session() as s:
+            return list(s.scalars(select(JobRow.id).where(JobRow.status == QUEUED,
+                                                          since <= now - older_than)
+                                  .order_by(JobRow.created_at, JobRow.id).limit(limit)))
+
+    def mark_enqueued(self, job_ids: list[str], *, now: float | None = None) -> None:
+        """Record that the ids of these (queued) jobs were published now."""
+        if not job_ids:
+            return
+        now = time.time() if now is None else now
+        with self._session() as s, s.begin():
+            s.execute(update(JobRow).where(JobRow.id.in_(job_ids), JobRow.status == QUEUED)
+                      .values(enqueued_at=now))
+
+    def completed_since(self, after: float,
+                        limit: int = 10000) -> list[tuple[str, float, float, float]]:
+        """``(id, finished_at, run seconds, video seconds)`` of the jobs completed after
+        ``after`` (a ``finished_at`` time), oldest first."""
+        with self._session() as s:
+            rows = s.execute(select(JobRow.id, JobRow.started_at, JobRow.finished_at,
+                                    JobRow.summary)
+                             .where(JobRow.status == COMPLETED, JobRow.finished_at > after)
+                             .order_by(JobRow.finished_at).limit(limit)).all()
+        out = []
+        for job_id, started, finished, summary in rows:
+            try:
+                duration = float(json.loads(summary or "{}").get("duration") or 0.0)
+            except (ValueError, TypeError, AttributeError):
+                duration = 0.0
+            seconds = max(0.0, float(finished) - float(started or finished))
+            out.append((job_id, float(finished), seconds, duration))
+        return out
 
     def claim(self, worker: str, lease_seconds: float, job_id: str | None = None) -> Job | None:
         """Atomically take the oldest queued job (or ``job_id``) for ``worker``; ``None`` if none.
@@ -303,7 +362,8 @@ class JobStore:
         if row.attempts >= self.max_attempts:
             return {**common, "status": FAILED, "finished_at": now, "error_code": "worker_lost",
                     "error_message": f"the job's worker stopped responding {row.attempts} times"}
-        return {**common, "status": QUEUED, "progress": 0.0, "stage": "", "started_at": None}
+        return {**common, "status": QUEUED, "progress": 0.0, "stage": "", "started_at": None,
+                "enqueued_at": now}
 
     # -- API keys ---------------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """Workers: take queued jobs from the store and run them through :func:`echomimic.pipeline.animate`.
 
-:func:`run_job` is the unit of work: it claims one job by id, runs it, and records the outcome;
-a task queue (e.g. a Celery task) can call it as it is. :class:`Worker` is the in-process loop
-used by ``echomimic serve``: reap expired leases, claim the oldest queued job, run it, repeat.
+:func:`run_job` is the unit of work: it claims one job by id, runs it, and records the outcome.
+The Celery task of :mod:`echomimic.service.queue` calls it (``echomimic serve`` and
+``echomimic worker``); a duplicate delivery finds the job not queued and does nothing.
+:class:`Worker` is a loop that needs no broker: reap expired leases, claim the oldest queued job,
+run it, repeat (for programs that embed the service without Celery).
 
 While a job runs its lease is renewed by a heartbeat thread (so long stages without progress
 reports keep it) and by the progress callback, which also records the progress and raises
@@ -154,7 +156,8 @@ def run_job(job_id: str, *, store: JobStore, storage: LocalStorage, settings: Se
 
 
 class Worker:
-    """An in-process worker loop (one job at a time; run several for parallelism)."""
+    """A worker loop polling the store, without a broker (one job at a time; run several for
+    parallelism). ``echomimic serve`` and ``echomimic worker`` use Celery instead."""
 
     def __init__(self, store: JobStore, storage: LocalStorage, settings: Settings, *,
                  name: str | None = None, poll_interval: float = 0.5,
