@@ -643,11 +643,12 @@ DataDirOption = Annotated[Optional[Path], typer.Option(
 def serve_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker threads running jobs in this process "
-                                              "(0: API only).", min=0, max=64)] = 1,
+    workers: Annotated[int, typer.Option(help="Jobs run at once by the Celery worker threads of "
+                                              "this process (0: API only; `echomimic worker` "
+                                              "processes run the jobs).", min=0, max=64)] = 1,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Run the REST API (FastAPI + uvicorn) with in-process workers."""
+    """Run the REST API (FastAPI + uvicorn) with embedded Celery workers."""
     import logging
 
     settings = _service_settings(data_dir)
@@ -655,22 +656,38 @@ def serve_cmd(
         import uvicorn
 
         from .service.app import create_app
-        from .service.worker import Worker
+        from .service.queue import background_work
     except ImportError:  # pragma: no cover - the extra is not installed
         raise _fail("the service needs its extra: pip install 'echomimic[service]'") from None
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not settings.auth and host not in ("127.0.0.1", "localhost", "::1"):
         sys.stderr.write(f"warning: authentication is off and the server listens on {host}\n")
     application = create_app(settings)
-    pool = [Worker(application.state.store, application.state.storage, settings)
-            for _ in range(workers)]
-    for w in pool:
-        w.start()
-    try:
+    # a running job is re-queued by the reaper of the next server or of a worker
+    with background_work(application, workers):
         uvicorn.run(application, host=host, port=port, log_level="info")
-    finally:
-        for w in pool:
-            w.stop(timeout=0)          # a running job is re-queued by the next server's reaper
+
+
+@app.command("worker")
+@_handles_errors
+def worker_cmd(
+    concurrency: Annotated[int, typer.Option(help="Jobs run at once.", min=1, max=64)] = 1,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork (processes), threads or solo "
+                                           "(one job at a time in this process).")] = "prefork",
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Run jobs of the REST service from its queue ($ECHOMIMIC_BROKER_URL: Redis or RabbitMQ
+    across machines; by default the SQLite broker in the data folder, this machine only)."""
+    settings = _service_settings(data_dir)
+    if pool not in ("prefork", "threads", "solo"):
+        raise InvalidOption(f"--pool must be prefork, threads or solo, got {pool!r}")
+    try:
+        from .service.queue import run_worker
+    except ImportError:  # pragma: no cover - the extra is not installed
+        raise _fail("the service needs its extra: pip install 'echomimic[service]'") from None
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    run_worker(settings, concurrency=concurrency, pool=pool, loglevel=loglevel.upper())
 
 
 keys_app = typer.Typer(help="Create, list and revoke API keys of the REST service.",
@@ -717,6 +734,104 @@ def keys_revoke_cmd(
     if not _job_store(_service_settings(data_dir)).revoke_key(key_id.strip()):
         raise InvalidOption(f"no single active key with id {key_id!r}")
     sys.stdout.write(f"revoked {key_id}\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# batch, cleanup
+# ------------------------------------------------------------------------------------------------
+
+
+@app.command("batch")
+@_handles_errors
+def batch_cmd(
+    jobs_file: Annotated[Path, typer.Argument(help="JSONL file: one JSON object a line with the "
+                                                   "inputs and options of a video.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder of the videos, batch_status.json "
+                                                    "and batch_report.jsonl.")],
+    server: Annotated[Optional[str], typer.Option(help="Submit the jobs to this echomimic "
+                                                       "server (e.g. http://127.0.0.1:8000) "
+                                                       "instead of running them here.")] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Jobs at a time "
+                                                "(default: half the cores here, 4 with "
+                                                "--server).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="API key for --server (default: "
+                                                        "$ECHOMIMIC_API_KEY).")] = None,
+) -> None:
+    """Make many videos from a JSONL file; a rerun skips the ones already made.
+
+    Exit code 0 when every job succeeded, 1 when some failed (see DIR/batch_report.jsonl),
+    2 when the file cannot be used.
+    """
+    from .batch import run_batch
+
+    def note(o) -> None:
+        if o.status == "failed":
+            who = f" ({o.name})" if o.name else ""
+            sys.stderr.write(f"line {o.line}{who}: failed: {o.error['code']}: "
+                             f"{_one_line(o.error['message'])}\n")
+        else:
+            sys.stderr.write(f"line {o.line} ({o.name}): "
+                             f"{'done' if o.status == 'done' else 'already done'}\n")
+        sys.stderr.flush()
+
+    summary = run_batch(jobs_file, out, server=server, jobs=jobs,
+                        api_key=api_key or os.environ.get("ECHOMIMIC_API_KEY") or None,
+                        on_outcome=note)
+    sys.stdout.write(summary.line() + "\n")
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command("cleanup")
+@_handles_errors
+def cleanup_cmd(
+    days: Annotated[Optional[float], typer.Option(help="Delete jobs finished more than this many "
+                                                       "days ago (default: "
+                                                       "$ECHOMIMIC_RETENTION_DAYS).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be "
+                                                            "deleted.")] = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Delete the inputs, results and records of old finished jobs of the REST service."""
+    settings = _service_settings(data_dir)
+    from .service.retention import cleanup
+    from .service.storage import make_storage
+
+    days = settings.retention_days if days is None else days
+    if not days or days <= 0:
+        raise InvalidOption("give --days or set ECHOMIMIC_RETENTION_DAYS (above 0)")
+    report = cleanup(_job_store(settings), make_storage(settings), older_than_days=days,
+                     dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    sys.stdout.write(f"{verb} {len(report.jobs)} finished jobs and {len(report.orphans)} "
+                     f"orphaned file sets older than {days:g} days\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# ui: the web page (Gradio)
+# ------------------------------------------------------------------------------------------------
+
+
+@app.command("ui")
+@_handles_errors
+def ui_cmd(
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 7860,
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine "
+                                           "only).")] = "127.0.0.1",
+    server: Annotated[Optional[str], typer.Option(
+        "--server", help="Run the jobs on this echomimic REST server (e.g. "
+        "http://127.0.0.1:8000) instead of in this process; its API key comes from "
+        "$ECHOMIMIC_API_KEY or the page.")] = None,
+) -> None:
+    """Serve the web UI (Gradio): upload a photo, give speech, a video or text, get the video."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError:  # the extra is not installed
+        raise _fail("the web UI needs its extra: pip install 'echomimic[ui]'") from None
+    from .ui import launch
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        sys.stderr.write(f"warning: the web UI has no login and listens on {host}\n")
+    launch(host=host, port=port, server=server)
 
 
 if __name__ == "__main__":  # pragma: no cover
