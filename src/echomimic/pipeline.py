@@ -322,6 +322,9 @@ def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLi
     t0 = time.perf_counter()
     cls = get_renderer(opts.renderer)
     renderer = cls(portrait) if opts.weights is None else cls(portrait, weights=opts.weights)
+    if hasattr(renderer, "prepare"):   # audio-driven renderers see the whole clip first
+        renderer.prepare(track, audio=audio, fps=float(opts.fps), seed=int(opts.seed),
+                         progress=progress)
     setup = time.perf_counter() - t0
     h, w = portrait.image.shape[:2]
     writer = Mp4Writer(output, w, h, float(opts.fps), audio=audio, crf=int(opts.crf), preset=opts.preset)

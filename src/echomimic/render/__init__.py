@@ -2,7 +2,9 @@
 
 A renderer class is registered under the ``echomimic.renderers`` entry-point group. It is built
 with ``Renderer(portrait, **options)`` and has ``render(motion: dict[str, float]) -> ndarray``
-returning an RGB uint8 frame of the portrait's size. A renderer never looks at audio.
+returning an RGB uint8 frame of the portrait's size. A renderer driven by the speech itself
+(``echomimic-v1``) also has ``prepare(track, *, audio, fps, seed, progress)``, which the pipeline
+calls once before the first ``render``; ``render`` then returns the clip's frames in order.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from ..errors import RendererUnavailable
 from ..types import Portrait
 
 #: Built-in renderers, used when the package's entry points are not installed (a source tree).
-_BUILTIN = {"warp": "echomimic.render.warp:WarpRenderer"}
+_BUILTIN = {"warp": "echomimic.render.warp:WarpRenderer",
+            "echomimic-v1": "echomimic.render.neural:EchoMimicV1Renderer"}
 
 
 class Renderer(Protocol):
