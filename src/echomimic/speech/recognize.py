@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,8 +26,6 @@ DECODER_OPTIONS: dict = {
     "topn": 2,          # Gaussians per codebook evaluated
 }
 
-_lock = threading.Lock()
-_decoder = None
 _LN_BASE = math.log(1.0001)   # pocketsphinx's default log base
 
 
@@ -41,19 +38,19 @@ class Recognition:
     seconds: float               # audio duration
 
 
-def _get_decoder():
-    global _decoder
-    if _decoder is None:
-        from pocketsphinx import Decoder, get_model_path
+def _new_decoder():
+    """A fresh decoder for each call (about 0.1 s): a decoder carries state from one utterance
+    to the next (cepstral mean, noise estimate), so a shared one would make the result depend on
+    what it heard before."""
+    from pocketsphinx import Decoder, get_model_path
 
-        mp = get_model_path()
-        _decoder = Decoder(
-            hmm=os.path.join(mp, "en-us", "en-us"),
-            allphone=os.path.join(mp, "en-us", "en-us-phone.lm.bin"),
-            loglevel="FATAL",
-            **DECODER_OPTIONS,
-        )
-    return _decoder
+    mp = get_model_path()
+    return Decoder(
+        hmm=os.path.join(mp, "en-us", "en-us"),
+        allphone=os.path.join(mp, "en-us", "en-us-phone.lm.bin"),
+        loglevel="FATAL",
+        **DECODER_OPTIONS,
+    )
 
 
 def recognize_phones(x16k: np.ndarray) -> Recognition:
@@ -64,12 +61,11 @@ def recognize_phones(x16k: np.ndarray) -> Recognition:
     """
     x = np.asarray(x16k, np.float32)
     pcm = (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-    with _lock:
-        dec = _get_decoder()
-        dec.start_utt()
-        dec.process_raw(pcm, full_utt=True)
-        dec.end_utt()
-        segs = [(s.word, int(s.start_frame), int(s.end_frame), float(s.ascore)) for s in dec.seg()]
+    dec = _new_decoder()
+    dec.start_utt()
+    dec.process_raw(pcm, full_utt=True)
+    dec.end_utt()
+    segs = [(s.word, int(s.start_frame), int(s.end_frame), float(s.ascore)) for s in dec.seg()]
     phones: list[Phone] = []
     total_log, total_frames = 0.0, 0
     for word, f0, f1, ascore in segs:
