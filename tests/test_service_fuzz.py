@@ -77,6 +77,8 @@ def test_no_server_errors(api, mode):
     failures: list[str] = []
     called: dict[str, int] = {}
     accepted: list[bool] = []
+    form = app.openapi()["paths"]["/api/v1/generate"]["post"]["requestBody"]["content"]
+    known = set(form["multipart/form-data"]["schema"]["properties"])
     for operation in _operations(schema):
 
         @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -87,9 +89,15 @@ def test_no_server_errors(api, mode):
             if real != "none" and mode == GenerationMode.POSITIVE \
                     and case.media_type == "multipart/form-data" \
                     and isinstance(case.body, dict):
+                # keep the generated numbers and switches, but only real fields, no free-form
+                # strings (rarely a valid choice) and no second input, so a share of these
+                # submissions gets past the input checks into the queue
+                for name, value in list(case.body.items()):
+                    if (name not in known or name in ("video", "mode") or name.endswith("_url")
+                            or isinstance(value, (str, bytes))):
+                        case.body.pop(name)
                 for name in real.split("+"):
                     case.body[name] = media[name]
-                    case.body.pop(f"{name}_url", None)
                 if "audio" in real:
                     case.body.pop("text", None)
             headers = {"Authorization": f"Bearer {key}"}
