@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from starlette.datastructures import UploadFile
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -265,6 +266,14 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
                  413: "input_too_large"}
         return _error(exc.status_code, codes.get(exc.status_code, f"http_{exc.status_code}"),
                       str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(OperationalError)
+    async def _database_busy(_request: Request, exc: OperationalError):
+        # e.g. SQLite's "database is locked" when another process holds the write lock past the
+        # busy timeout: the request did nothing and can be retried
+        log.warning("database unavailable: %s", str(exc.orig or exc).splitlines()[0])
+        return _error(503, "database_busy", "the job database is busy; retry in a moment",
+                      {"Retry-After": "2"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError):
