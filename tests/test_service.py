@@ -265,6 +265,40 @@ def _metric(text: str, name: str) -> str:
     raise AssertionError(f"{name} not in /metrics")
 
 
+@pytest.fixture(scope="module")
+def talking_video(tmp_path_factory, astronaut_png, short_speech):
+    """A short mp4 of the astronaut speaking (made by the pipeline), to drive other jobs."""
+    from echomimic import animate
+
+    path = tmp_path_factory.mktemp("driving") / "talking.mp4"
+    animate(astronaut_png, path, audio=short_speech.path, crop="face", size=256)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["video", "mixed"])
+def test_video_and_mixed_modes(service, alice, astronaut_png, short_speech, talking_video,
+                               tmp_path, mode):
+    from echomimic.media import probe_video
+
+    files = {"image": ("face.png", astronaut_png.read_bytes(), "image/png"),
+             "video": ("driver.mp4", talking_video.read_bytes(), "video/mp4")}
+    data = dict(FAST)
+    if mode == "mixed":       # lips from the speech, head, eyes and brows from the video
+        files["audio"] = ("speech.wav", short_speech.path.read_bytes(), "audio/wav")
+        data["drive"] = "head,eyes,brows"
+    r = alice.post("/api/v1/generate", files=files, data=data)
+    assert r.status_code == 202, r.text
+    task_id = r.json()["task_id"]
+    body = service.wait(alice, task_id)
+    assert body["status"] == "completed", body
+    out = tmp_path / f"{mode}.mp4"
+    out.write_bytes(alice.get(f"/api/v1/task/{task_id}/result").content)
+    info, driver = probe_video(out), probe_video(talking_video)
+    assert (info["width"], info["height"]) == (256, 256)
+    assert abs(info["duration"] - driver["duration"]) <= 0.12, (info, driver)
+    assert info["has_audio"]
+
+
 def test_idempotency_returns_the_same_task(service, alice, bob, done_job, astronaut_png,
                                            short_speech):
     first, _ = done_job
@@ -336,6 +370,9 @@ def test_bad_inputs_are_refused_before_queueing(service, alice, astronaut_png, s
     long_audio = make_silence(MAX_AUDIO_SECONDS + 2).read_bytes()
     r = post(files=_files(astronaut_png.read_bytes(), long_audio), data=FAST)
     assert (r.status_code, r.json()["code"]) == (413, "audio_too_long")
+    huge = np.zeros((4200, 4200, 3), np.uint8)           # 17.6 MP, over the 16.8 MP default
+    r = post(files=_files(_png(huge), audio), data=FAST)
+    assert (r.status_code, r.json()["code"]) == (413, "image_too_large")
     r = post(files=_files(astronaut_png.read_bytes(), audio), data={"crop": "sideways"})
     assert (r.status_code, r.json()["code"]) == (422, "invalid_option")
     r = post(files=_files(astronaut_png.read_bytes(), audio), data={"resolution": "4k"})
