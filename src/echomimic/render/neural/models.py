@@ -40,7 +40,7 @@ def _load_vae(folder: Path, device, dtype):
     import warnings
 
     import safetensors.torch  # noqa: F401  (some diffusers releases expect it imported)
-    with warnings.catch_warnings():        # diffusers 0.24 on a newer torch: FutureWarnings
+    with warnings.catch_warnings():        # diffusers emits FutureWarnings on import
         warnings.simplefilter("ignore", FutureWarning)
         from diffusers import AutoencoderKL
     from diffusers.utils import logging as dlog

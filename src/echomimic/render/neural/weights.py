@@ -285,7 +285,7 @@ def _make_rule_vae(folder: Path, config: str) -> None:
     import warnings
 
     import safetensors.torch  # noqa: F401  (some diffusers releases expect it imported)
-    with warnings.catch_warnings():        # diffusers 0.24 on a newer torch: FutureWarnings
+    with warnings.catch_warnings():        # diffusers emits FutureWarnings on import
         warnings.simplefilter("ignore", FutureWarning)
         from diffusers import AutoencoderKL
 
