@@ -37,7 +37,17 @@ DATA = Path(__file__).parent / "data" / "echomimic_v1"
 
 
 def load(name: str) -> dict:
-    return safetensors_torch.load_file(str(DATA / name))
+    """A fixture file; the larger ones are stored split by tensor as ``<stem>-1``, ``-2`` …
+    (each under 5 MB) and merged here."""
+    path = DATA / name
+    if path.exists():
+        return safetensors_torch.load_file(str(path))
+    parts = sorted(DATA.glob(f"{path.stem}-[0-9]*{path.suffix}"))
+    assert parts, f"fixture {name} is missing from {DATA}"
+    merged: dict = {}
+    for part in parts:
+        merged.update(safetensors_torch.load_file(str(part)))
+    return merged
 
 
 def assert_close(x: torch.Tensor, gold: torch.Tensor, name: str) -> None:
