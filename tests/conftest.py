@@ -118,6 +118,18 @@ def _speech_with_pauses(folder: Path, lang: str) -> SpeechClip:
 
 
 @pytest.fixture(scope="session")
+def faceless_png(tmp_path_factory) -> Path:
+    """A photo with no face in it: smooth colour gradients."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:240, 0:320]
+    img = np.stack([x * 255 // 319, y * 255 // 239, np.full_like(x, 120)], -1).astype(np.uint8)
+    path = tmp_path_factory.mktemp("photos_no_face") / "no_face.png"
+    Image.fromarray(img).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def speech_en(tmp_path_factory) -> SpeechClip:
     """English speech (three phrases, 0.6 s of silence between them) as a 22.05 kHz WAV."""
     return _speech_with_pauses(tmp_path_factory.mktemp("speech_en"), "en")

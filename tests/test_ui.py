@@ -28,17 +28,6 @@ from echomimic.ui.preview import CHOSEN, portrait_preview  # noqa: E402
 SMALL = {"crop": "face", "size": 128}
 
 
-@pytest.fixture(scope="module")
-def faceless_png(tmp_path_factory) -> Path:
-    from PIL import Image
-
-    y, x = np.mgrid[0:200, 0:260]
-    img = np.stack([x * 255 // 259, y * 255 // 199, np.full_like(x, 90)], -1).astype(np.uint8)
-    path = tmp_path_factory.mktemp("ui_photos") / "gradient.png"
-    Image.fromarray(img).save(path)
-    return path
-
-
 # ------------------------------------------------------------------------------------------------
 # options: generated from AnimateOptions
 # ------------------------------------------------------------------------------------------------

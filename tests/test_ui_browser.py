@@ -160,18 +160,6 @@ def two_second_speech(tmp_path_factory):
     return path, float(audio.duration)
 
 
-@pytest.fixture(scope="module")
-def faceless_png(tmp_path_factory) -> Path:
-    """A photo with no face in it: smooth colour gradients."""
-    from PIL import Image
-
-    y, x = np.mgrid[0:240, 0:320]
-    img = np.stack([x * 255 // 319, y * 255 // 239, np.full_like(x, 120)], -1).astype(np.uint8)
-    path = tmp_path_factory.mktemp("ui_photos") / "no_face.png"
-    Image.fromarray(img).save(path)
-    return path
-
-
 def _upload(page, elem_id: str, path: Path) -> None:
     page.locator(f"#{elem_id} input[type=file]").first.set_input_files(str(path))
 
