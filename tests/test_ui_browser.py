@@ -19,7 +19,6 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-import numpy as np
 import pytest
 
 pytest.importorskip("gradio", reason="the web UI needs its extra: pip install 'echomimic[ui]'")
