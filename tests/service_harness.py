@@ -1,7 +1,8 @@
-"""Processes for the service tests: a private Redis server, `echomimic serve` and `echomimic worker`
-as real subprocesses (so they can be killed with SIGKILL), all on 127.0.0.1.
+"""Processes for the service and UI tests: a private Redis server, `echomimic serve`,
+`echomimic worker` and `echomimic ui` as real subprocesses (so they can be killed with SIGKILL),
+all on 127.0.0.1.
 
-Not a test module: imported by tests/test_service*.py.
+Not a test module: imported by tests/test_service*.py and tests/test_ui*.py.
 """
 
 from __future__ import annotations
@@ -35,6 +36,20 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def wait_until_answers(proc: "Proc", url: str, what: str, timeout: float = 60.0) -> None:
+    """Wait until ``url`` answers 200; fail with the process's log if it exits first."""
+    import httpx
+
+    def up() -> bool:
+        assert proc.alive(), f"{what} exited:\n{proc.tail()}"
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, timeout, f"{what} to answer at {url}", interval=0.1)
 
 
 class Proc:
@@ -121,22 +136,12 @@ def service_env(data_dir: Path, **variables: str) -> dict[str, str]:
 def start_api(env: dict[str, str], log_dir: Path, *, port: int | None = None,
               workers: int = 0) -> tuple[Proc, str]:
     """``echomimic serve`` on 127.0.0.1; returns the process and its base URL once it answers."""
-    import httpx
-
     port = port or free_port()
     proc = Proc([sys.executable, "-m", "echomimic", "serve", "--host", "127.0.0.1",
                  "--port", str(port), "--workers", str(workers)], env,
                 log_dir / f"api-{port}.log")
     base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert proc.alive(), f"the API exited:\n{proc.tail()}"
-        try:
-            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(up, 60, "the API to answer")
+    wait_until_answers(proc, f"{base}/healthz", "the API")
     return proc, base
 
 

@@ -7,8 +7,6 @@ The browser itself is exercised in ``test_ui_browser.py``.
 from __future__ import annotations
 
 import json
-import socket
-import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -263,45 +261,22 @@ def rest_server(tmp_path_factory):
     made by ``echomimic keys create``."""
     pytest.importorskip("uvicorn", reason="the REST service needs its extra")
     pytest.importorskip("fastapi", reason="the REST service needs its extra")
-    import os
     import subprocess
     import sys
-    import urllib.request
+
+    from service_harness import service_env, start_api
 
     data = tmp_path_factory.mktemp("ui_service")
-    env = dict(os.environ, ECHOMIMIC_DATA_DIR=str(data), ECHOMIMIC_AUTH="on")
+    env = service_env(data, ECHOMIMIC_AUTH="on")
     made = subprocess.run([sys.executable, "-m", "echomimic", "keys", "create", "--name", "ui"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip().splitlines()[-1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(data / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "echomimic", "serve", "--port", str(port),
-                             "--workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    proc, url = start_api(env, data, workers=1)
     try:
-        while True:
-            assert proc.poll() is None, (data / "serve.log").read_text()[-2000:]
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the REST server did not start within 60 s"
-            time.sleep(0.1)
         yield url, key
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        proc.stop(20)
 
 
 def test_remote_job_runs_on_the_server(tmp_path, rest_server, astronaut_png, short_speech,

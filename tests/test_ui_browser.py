@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -45,12 +41,6 @@ LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 FPS = 25.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def artifacts_dir() -> Path:
     path = Path(os.environ.get("ECHOMIMIC_TEST_ARTIFACTS")
                 or Path(__file__).resolve().parent / "artifacts")
@@ -61,35 +51,19 @@ def artifacts_dir() -> Path:
 @pytest.fixture(scope="module")
 def ui_server(tmp_path_factory):
     """``echomimic ui`` on a free port of 127.0.0.1 (a real process), stopped afterwards."""
-    port = _free_port()
+    from service_harness import Proc, free_port, wait_until_answers
+
+    port = free_port()
     work = tmp_path_factory.mktemp("ui")
     env = dict(os.environ, ECHOMIMIC_UI_DIR=str(work / "jobs"), GRADIO_TEMP_DIR=str(work / "gr"))
-    log = open(work / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "echomimic", "ui", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = Proc([sys.executable, "-m", "echomimic", "ui", "--port", str(port)], env,
+                work / "server.log")
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 60
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"echomimic ui exited: {(work / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the UI did not answer within 60 s"
-            time.sleep(0.1)
+        wait_until_answers(proc, url, "echomimic ui")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        proc.stop(15)
 
 
 @pytest.fixture(scope="module")
