@@ -57,6 +57,13 @@ class MotionError(EchomimicError):
     code = "motion_invalid"
 
 
+class PoseError(MotionError):
+    """A body-pose file (``echomimic.pose/1``, JSON or NPZ) that cannot be used: wrong schema,
+    wrong shapes, NaN, out-of-range values, too many frames, too large, or a pickle."""
+
+    code = "pose_invalid"
+
+
 class RendererUnavailable(EchomimicError):
     code = "renderer_unavailable"
 

@@ -40,6 +40,9 @@ import numpy as np
 from echomimic.errors import MotionError
 from echomimic.types import MOTION_SCHEMA_ID, MotionTrack, Portrait
 
+#: Schema of body-pose sequences (:mod:`echomimic.motion.body_pose`), told apart from these.
+BODY_POSE_SCHEMA_ID = "echomimic.pose/1"
+
 __all__ = ["LandmarkSequence", "load_landmark_sequence", "pose_track", "is_pose_file",
            "MAX_POSE_BYTES", "MAX_POSE_FRAMES"]
 
@@ -103,7 +106,7 @@ def is_pose_file(src: Any) -> bool:
     except (ValueError, UnicodeDecodeError):
         return False
     if isinstance(doc, dict):
-        return doc.get("schema") != MOTION_SCHEMA_ID and any(
+        return doc.get("schema") not in (MOTION_SCHEMA_ID, BODY_POSE_SCHEMA_ID) and any(
             k in doc for k in ("landmarks", "lmks", "frames"))
     return isinstance(doc, list)
 
@@ -138,6 +141,9 @@ def _from_json(data: bytes, name: str) -> tuple[np.ndarray, dict[str, Any]]:
         if doc.get("schema") == MOTION_SCHEMA_ID:
             raise MotionError(f"{name} is a motion file, not a landmark sequence: load it with "
                               f"load_motion")
+        if doc.get("schema") == BODY_POSE_SCHEMA_ID:
+            raise MotionError(f"{name} is a body-pose sequence ({BODY_POSE_SCHEMA_ID}), not a "
+                              f"face-landmark sequence: pass it as --pose")
         frames = next((doc[k] for k in ("landmarks", "lmks", "frames") if k in doc), None)
         if frames is None:
             raise MotionError(f"pose file {name} has no 'landmarks' list")
@@ -189,6 +195,9 @@ def _from_numpy(data: bytes, name: str) -> tuple[np.ndarray, dict[str, Any]]:
     if isinstance(z, np.lib.npyio.NpzFile):
         with z:
             key = next((k for k in ("landmarks", "lmks") if k in z.files), None)
+            if key is None and "body" in z.files:
+                raise MotionError(f"{name} is a body-pose sequence ({BODY_POSE_SCHEMA_ID}), not "
+                                  f"a face-landmark sequence: pass it as --pose")
             if key is None:
                 raise MotionError(f"pose file {name} has no 'landmarks' array "
                                   f"(found: {', '.join(z.files) or 'nothing'})")
