@@ -155,6 +155,11 @@ class _Models:
         self.hands = mp.solutions.hands.Hands(
             static_image_mode=static, max_num_hands=2, model_complexity=1,
             min_detection_confidence=0.5, min_tracking_confidence=0.5)
+        # hands the whole-frame search missed are looked for again on a crop around the pose's
+        # wrist, where the hand is big enough for the palm detector
+        self.hands_roi = mp.solutions.hands.Hands(
+            static_image_mode=True, max_num_hands=2, model_complexity=1,
+            min_detection_confidence=0.5)
         self.mesh = None
         if face:
             self.mesh = mp.solutions.face_mesh.FaceMesh(
@@ -162,7 +167,7 @@ class _Models:
                 min_detection_confidence=0.4)
 
     def close(self) -> None:
-        for m in (self.pose, self.hands, self.mesh):
+        for m in (self.pose, self.hands, self.hands_roi, self.mesh):
             if m is not None:
                 m.close()
 
@@ -241,6 +246,60 @@ def _assign_hands(body: np.ndarray, found: list[tuple[np.ndarray, str, float]],
     return hands
 
 
+#: Side of the crop searched for a missed hand, in forearm lengths, and its input size.
+_ROI_FOREARMS = 1.6
+_ROI_INPUT = 256
+
+
+def _hand_in_roi(models: _Models, img: np.ndarray, body: np.ndarray, hands: np.ndarray,
+                 slot: int) -> None:
+    """Look for hand ``slot`` on a square crop around the pose's wrist of that arm (in place).
+
+    Used when the whole-frame search found no hand there although the pose sees the wrist: the
+    palm detector sees the whole frame at 192 pixels, where a hand in a tall phone video is a
+    few pixels wide. A hand found on the crop is kept only when its wrist is near the pose's
+    wrist and it is not the other hand found again.
+    """
+    h, w = img.shape[:2]
+    wi, ei = (7, 6) if slot == LEFT_HAND else (4, 3)
+    if body[wi, 2] <= 0 or body[ei, 2] <= 0:
+        return
+    wrist = body[wi, :2] * (w, h)
+    elbow = body[ei, :2] * (w, h)
+    forearm = float(np.hypot(*(wrist - elbow)))
+    if forearm < 4:
+        return
+    centre = wrist + 0.35 * (wrist - elbow)
+    side = int(round(_ROI_FOREARMS * forearm))
+    x0, y0 = int(round(centre[0] - side / 2)), int(round(centre[1] - side / 2))
+    pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
+    if pad > side:                            # the crop lies mostly outside the picture
+        return
+    src = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT) if pad else img
+    crop = src[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
+    inp = cv2.resize(crop, (_ROI_INPUT, _ROI_INPUT),
+                     interpolation=cv2.INTER_AREA if side > _ROI_INPUT else cv2.INTER_LINEAR)
+    res = models.hands_roi.process(np.ascontiguousarray(inp))
+    other = hands[1 - slot]
+    best = None
+    for lms, hd in zip(res.multi_hand_landmarks or [], res.multi_handedness or []):
+        pts = np.array([(p.x, p.y) for p in lms.landmark], np.float64) * side
+        pts[:, 0] = (pts[:, 0] + x0) / w
+        pts[:, 1] = (pts[:, 1] + y0) / h
+        d = float(np.hypot((pts[0, 0] - body[wi, 0]) * w, (pts[0, 1] - body[wi, 1]) * h))
+        if d > 0.6 * forearm:
+            continue                          # not this arm's hand
+        if other[0, 2] > 0:
+            sep = np.hypot((pts[:, 0] - other[:, 0]) * w, (pts[:, 1] - other[:, 1]) * h).mean()
+            if sep < 0.25 * forearm:
+                continue                      # the other hand, found again
+        if best is None or d < best[0]:
+            best = (d, pts, float(hd.classification[0].score))
+    if best is not None:
+        hands[slot, :, :2] = best[1]
+        hands[slot, :, 2] = float(np.clip(best[2], 0.0, 1.0))
+
+
 def _face_from_mesh(models: _Models, rgb: np.ndarray, body: np.ndarray) -> np.ndarray:
     """68 face points from the face mesh on a crop around the pose's head, or all missing."""
     face = np.zeros((68, 3), np.float64)
@@ -294,6 +353,9 @@ def _run(models: _Models, rgb: np.ndarray) -> BodyPose:
         c = hd.classification[0]
         found.append((pts, c.label, float(c.score)))
     hands = _assign_hands(body, found, aspect=w / h)
+    for slot in (LEFT_HAND, RIGHT_HAND):
+        if hands[slot, 0, 2] <= 0:
+            _hand_in_roi(models, img, body, hands, slot)
     face = _face_from_mesh(models, img, body)
     pose.body = body.astype(np.float32)
     pose.hands = hands.astype(np.float32)
