@@ -538,3 +538,11 @@ def test_wrist_correlation_and_energy():
     e = motion_energy(wrist_tracks_from_poses(moving), [(0.0, 1.0), (1.05, 2.0), (5.0, 6.0)])
     assert e[0] > 100 * max(e[1], 1e-12)
     assert e[1] == 0 and np.isnan(e[2])
+
+
+def test_docs_carry_the_packaged_schema():
+    from importlib import resources
+
+    packaged = resources.files("echomimic").joinpath("schemas", "pose.schema.json").read_bytes()
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "pose.schema.json").read_bytes()
+    assert packaged == docs
