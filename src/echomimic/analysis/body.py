@@ -246,34 +246,43 @@ def _assign_hands(body: np.ndarray, found: list[tuple[np.ndarray, str, float]],
     return hands
 
 
-#: Side of the crop searched for a missed hand, in forearm lengths, and its input size.
-_ROI_FOREARMS = 1.6
+#: Input size of the crop searched for a missed hand.
 _ROI_INPUT = 256
+# MediaPipe Pose's wrist, index knuckle and little-finger knuckle of each side (person's)
+_MP_HAND = {LEFT_HAND: (15, 19, 17), RIGHT_HAND: (16, 20, 18)}
 
 
-def _hand_in_roi(models: _Models, img: np.ndarray, body: np.ndarray, hands: np.ndarray,
-                 slot: int) -> None:
-    """Look for hand ``slot`` on a square crop around the pose's wrist of that arm (in place).
+def _hand_in_roi(models: _Models, img: np.ndarray, body: np.ndarray, mp_points: np.ndarray,
+                 hands: np.ndarray, slot: int) -> None:
+    """Look for hand ``slot`` on a square crop around where the pose puts that hand (in place).
 
     Used when the whole-frame search found no hand there although the pose sees the wrist: the
     palm detector sees the whole frame at 192 pixels, where a hand in a tall phone video is a
-    few pixels wide. A hand found on the crop is kept only when its wrist is near the pose's
-    wrist and it is not the other hand found again.
+    few pixels wide. The crop is centred on the pose's wrist and knuckles and sized from the
+    forearm, the shoulders and the hand itself (a forearm pointing at the camera looks short). A
+    hand found on the crop is kept only when its wrist is near the pose's wrist and it is not the
+    other hand found again.
     """
     h, w = img.shape[:2]
     wi, ei = (7, 6) if slot == LEFT_HAND else (4, 3)
-    if body[wi, 2] <= 0 or body[ei, 2] <= 0:
+    if body[wi, 2] <= 0:
         return
-    wrist = body[wi, :2] * (w, h)
-    elbow = body[ei, :2] * (w, h)
-    forearm = float(np.hypot(*(wrist - elbow)))
-    if forearm < 4:
+    scale = np.array([w, h], np.float64)
+    wrist = body[wi, :2] * scale
+    mw, mi, mpk = _MP_HAND[slot]
+    knuckles = (mp_points[mi, :2] + mp_points[mpk, :2]) / 2 * scale
+    centre = (wrist + knuckles * 2) / 3
+    sizes = [5.0 * float(np.hypot(*(knuckles - wrist)))]
+    if body[ei, 2] > 0:
+        sizes.append(2.0 * float(np.hypot(*(wrist - body[ei, :2] * scale))))
+    if body[2, 2] > 0 and body[5, 2] > 0:
+        sizes.append(1.0 * float(np.hypot(*((body[2, :2] - body[5, :2]) * scale))))
+    side = int(round(max(sizes)))
+    if side < 16:
         return
-    centre = wrist + 0.35 * (wrist - elbow)
-    side = int(round(_ROI_FOREARMS * forearm))
     x0, y0 = int(round(centre[0] - side / 2)), int(round(centre[1] - side / 2))
     pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
-    if pad > side:                            # the crop lies mostly outside the picture
+    if pad > side // 2:                       # the crop lies mostly outside the picture
         return
     src = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT) if pad else img
     crop = src[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
@@ -284,17 +293,16 @@ def _hand_in_roi(models: _Models, img: np.ndarray, body: np.ndarray, hands: np.n
     best = None
     for lms, hd in zip(res.multi_hand_landmarks or [], res.multi_handedness or []):
         pts = np.array([(p.x, p.y) for p in lms.landmark], np.float64) * side
-        pts[:, 0] = (pts[:, 0] + x0) / w
-        pts[:, 1] = (pts[:, 1] + y0) / h
-        d = float(np.hypot((pts[0, 0] - body[wi, 0]) * w, (pts[0, 1] - body[wi, 1]) * h))
-        if d > 0.6 * forearm:
+        pts += (x0, y0)
+        d = float(np.hypot(*(pts[0] - wrist)))
+        if d > 0.3 * side:
             continue                          # not this arm's hand
         if other[0, 2] > 0:
-            sep = np.hypot((pts[:, 0] - other[:, 0]) * w, (pts[:, 1] - other[:, 1]) * h).mean()
-            if sep < 0.25 * forearm:
+            sep = float(np.hypot(*(pts - other[:, :2] * scale).T).mean())
+            if sep < 0.1 * side:
                 continue                      # the other hand, found again
         if best is None or d < best[0]:
-            best = (d, pts, float(hd.classification[0].score))
+            best = (d, pts / scale, float(hd.classification[0].score))
     if best is not None:
         hands[slot, :, :2] = best[1]
         hands[slot, :, 2] = float(np.clip(best[2], 0.0, 1.0))
@@ -344,8 +352,10 @@ def _run(models: _Models, rgb: np.ndarray) -> BodyPose:
     res = models.pose.process(img)
     if res.pose_landmarks is not None:
         body = _body_from_pose(res.pose_landmarks)
+        mp_points = np.array([(p.x, p.y, p.visibility) for p in res.pose_landmarks.landmark])
     else:
         body = np.zeros((18, 3), np.float64)
+        mp_points = np.zeros((33, 3))
     hres = models.hands.process(img)
     found = []
     for lms, hd in zip(hres.multi_hand_landmarks or [], hres.multi_handedness or []):
@@ -355,7 +365,7 @@ def _run(models: _Models, rgb: np.ndarray) -> BodyPose:
     hands = _assign_hands(body, found, aspect=w / h)
     for slot in (LEFT_HAND, RIGHT_HAND):
         if hands[slot, 0, 2] <= 0:
-            _hand_in_roi(models, img, body, hands, slot)
+            _hand_in_roi(models, img, body, mp_points, hands, slot)
     face = _face_from_mesh(models, img, body)
     pose.body = body.astype(np.float32)
     pose.hands = hands.astype(np.float32)
