@@ -426,6 +426,10 @@ def test_hands_assigned_by_wrist_proximity_then_label():
                                  (hand_at(0.26, 0.81), "Left", 0.7)], aspect=1.0)
     assert hands[LEFT_HAND, 0, 0] == pytest.approx(0.74)
     assert hands[RIGHT_HAND, 0, 0] == pytest.approx(0.26)
+    # the same hand found twice is kept once, in its own slot
+    hands = _assign_hands(body, [(hand_at(0.26, 0.8), "Left", 0.7),
+                                 (hand_at(0.262, 0.801), "Right", 0.9)], aspect=1.0)
+    assert hands[RIGHT_HAND, 0, 2] == pytest.approx(0.9) and hands[LEFT_HAND, 0, 2] == 0
     # a hand far from both wrists (someone else's) is not assigned
     hands = _assign_hands(body, [(hand_at(0.5, 0.05), "Right", 0.9)], aspect=1.0)
     assert hands[..., 2].max() == 0

@@ -232,6 +232,12 @@ def _assign_hands(body: np.ndarray, found: list[tuple[np.ndarray, str, float]],
             if have[slot] and c > 1.2:
                 c = np.inf                      # too far from this arm's wrist
             cost[i, slot] = c + (0.0 if label_slot[i] == slot else 0.35)
+    # two detections of one hand (trackers drifting onto the same hand): keep the surer one
+    for i in range(len(found)):
+        for j in range(i + 1, len(found)):
+            a, b = found[i][0], found[j][0]
+            if float(np.hypot((a[:, 0] - b[:, 0]) * aspect, a[:, 1] - b[:, 1]).mean()) < 0.1 * scale:
+                cost[i if found[i][2] < found[j][2] else j] = np.inf
     taken: set[int] = set()
     order = sorted(((cost[i, s], i, s) for i in range(len(found)) for s in (0, 1)))
     used: set[int] = set()
