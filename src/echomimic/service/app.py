@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import AudioTooLong, EchomimicError, InvalidOption
-from ..pipeline import AnimateOptions
+from ..options import AnimateOptions, coerce, json_schema, options_for
 from .errors import InputTooLarge, NotFound, NotReady, Unauthorized
 from .settings import Settings
 from .retention import attach as attach_retention
@@ -41,9 +41,9 @@ from .urls import AllowList, fetch
 log = logging.getLogger("echomimic.service")
 
 API = "/api/v1"
-#: options a client may not set (limits are the server's; weights name server paths)
-SERVER_ONLY = {"max_duration", "max_pixels", "weights"}
-OPTION_FIELDS = {f.name: f for f in fields(AnimateOptions) if f.name not in SERVER_ONLY}
+#: the options a client may set, from the option table (limits and server paths are the server's)
+OPTION_FIELDS = {o.name: o for o in options_for("rest")}
+SERVER_ONLY = {f.name for f in fields(AnimateOptions)} - set(OPTION_FIELDS)
 TEXT_FIELDS = {"text": 5000, "transcript": 20000, "prompt": 2000}
 RESOLUTIONS = {"512": {"crop": "face", "size": 512}, "720p": {"max_side": 1280},
                "1080p": {"max_side": 1920}, "original": {"max_side": 0}}
@@ -57,33 +57,8 @@ _IDEMPOTENCY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """A form string (or JSON value) converted to the type of the option's default."""
-    default = OPTION_FIELDS[name].default
-    if value is None or (isinstance(value, str) and value.strip() == "" and default is None):
-        return None
-    kind = type(default) if default is not None and default is not MISSING else None
-    if name == "blink_rate":
-        kind = float
-    try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            v = str(value).strip().lower()
-            if v in ("true", "1", "yes", "on"):
-                return True
-            if v in ("false", "0", "no", "off"):
-                return False
-            raise ValueError(value)
-        if kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(str(value).strip()) if isinstance(value, str) else int(value)
-        if kind is float:
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise InvalidOption(f"{name} must be {'a number' if kind in (int, float) else 'true or false'}"
-                            f", got {value!r}") from None
+    """A form string (or JSON value) converted to the option's type (see the option table)."""
+    return coerce(OPTION_FIELDS[name], value)
 
 
 def build_params(fields_in: dict[str, Any], has: set[str]) -> dict[str, Any]:
@@ -181,12 +156,7 @@ def _error(status: int, code: str, message: str, headers: dict | None = None) ->
 
 
 def _openapi_body() -> dict[str, Any]:
-    types = {bool: "boolean", int: "integer", float: "number", str: "string"}
-    props: dict[str, Any] = {}
-    for name, f in OPTION_FIELDS.items():
-        d = f.default
-        props[name] = {"type": "number" if name == "blink_rate" else types.get(type(d), "string"),
-                       "default": d}
+    props: dict[str, Any] = {name: json_schema(opt) for name, opt in OPTION_FIELDS.items()}
     for name in TEXT_FIELDS:
         props[name] = {"type": "string", "maxLength": TEXT_FIELDS[name]}
     props["mode"] = {"type": "string", "enum": list(MODES)}
