@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -165,13 +166,57 @@ def _identity_available() -> bool:
     return importlib.util.find_spec("dlib") is not None
 
 
-def measure_video(video: str | os.PathLike, image: str | os.PathLike) -> dict[str, float | None]:
+_IDENTITY: dict[str, Any] = {}          # the dlib model and photo descriptors, once per process
+_IDENTITY_LOCK = threading.Lock()
+
+
+def _identity(video: str | os.PathLike, image: str | os.PathLike, n: int) -> dict[str, float]:
+    """Identity distances of ``n`` frames spread over the clip to the photo (dlib; the model
+    is loaded once per process and the photo's descriptor kept by its content hash)."""
+    import numpy as np
+
+    from ..quality.evaluate import load_image
+    from ..quality.identity import IdentityModel
+    from ..quality.measure import iter_video_frames
+
+    frames = list(iter_video_frames(video))
+    if not frames or n < 1:
+        return {}
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(frames) - 1, min(n, len(frames)))})
+    digest = hashlib.sha256(Path(image).read_bytes()).hexdigest()
+    with _IDENTITY_LOCK:
+        model = _IDENTITY.get("model")
+        if model is None:
+            model = _IDENTITY["model"] = IdentityModel()
+        ref = _IDENTITY.get(digest)
+        if ref is None:
+            ref = _IDENTITY[digest] = model.descriptor(load_image(image))
+        if ref is None:
+            return {}
+        d = []
+        for i in picks:
+            desc = model.descriptor(frames[i])
+            if desc is not None:
+                d.append(float(np.linalg.norm(desc - ref)))
+    if not d:
+        return {}
+    return {"identity_mean": sum(d) / len(d), "identity_max": max(d)}
+
+
+def measure_video(video: str | os.PathLike, image: str | os.PathLike, *,
+                  identity_frames: int | None = None) -> dict[str, float | None]:
     """The reference-free figures (:data:`FIGURES`) of a rendered video: lip-sync r with the
-    loudness, closure in pauses, identity against the photo (when the ``quality`` extra is
-    installed), jitter. ``None`` where a figure cannot be computed (no pause, no face ...)."""
+    loudness, closure in pauses and jitter (``echomimic evaluate``), and the identity distance
+    to the photo on ``identity_frames`` frames spread over the clip (dlib, when the ``quality``
+    extra is installed; ``ECHOMIMIC_QUALITY_IDENTITY_FRAMES``, default 8; 0 leaves it out).
+    ``None`` where a figure cannot be computed (no pause, no face ...)."""
     from ..quality.evaluate import evaluate_video
 
-    res = evaluate_video(video, image=image, identity=_identity_available(), background=False)
+    if identity_frames is None:
+        identity_frames = int(os.environ.get("ECHOMIMIC_QUALITY_IDENTITY_FRAMES", "8") or 0)
+    res = dict(evaluate_video(video, image=image, identity=False, background=False))
+    if identity_frames > 0 and _identity_available():
+        res.update(_identity(video, image, identity_frames))
     out: dict[str, float | None] = {}
     for k in FIGURES:
         v = res.get(k)
