@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Float, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -438,9 +440,6 @@ def add_model_routes(app: Any, settings: Any, owner: Any) -> None:
     /api/v1/experiments/{name}``. Defining or stopping an experiment needs the admin key
     (``ECHOMIMIC_ADMIN_KEY`` as the bearer token; anyone when authentication is off)."""
     import hmac
-
-    from fastapi import Depends, Request
-    from fastapi.concurrency import run_in_threadpool
 
     from .errors import Forbidden, NotFound, Unauthorized
     from .models import list_models
