@@ -169,7 +169,7 @@ def _means(finished) -> dict[str, dict[str, list[float]]]:
     return out
 
 
-def test_the_experiment_endpoint_reports_counts_means_and_welch(server, finished):
+def test_the_experiment_endpoint_reports_counts_means_and_welch(server, finished, measured):
     from scipy import stats
 
     with server.client() as c:
@@ -188,6 +188,13 @@ def test_the_experiment_endpoint_reports_counts_means_and_welch(server, finished
             if xs:
                 assert v["means"][f] == pytest.approx(sum(xs) / len(xs), rel=1e-9), f
                 assert v["n"][f] == len(xs)
+    for name, v in variants.items():
+        measured(f"{name}: jobs", v["jobs"])
+        for f in ("lipsync_loudness_r", "identity_mean", "mouth_jitter"):
+            measured(f"{name}: mean {f}", v["means"][f])
+    for f, w in body["comparison"]["against_control"]["boost"].items():
+        if w["t"] is not None:
+            measured(f"boost vs control: {f} Welch t / p", f"{w['t']:.3g} / {w['p']:.3g}")
     welch = body["comparison"]["against_control"]["boost"]["lipsync_loudness_r"]
     ref = stats.ttest_ind(values["boost"]["lipsync_loudness_r"],
                           values["control"]["lipsync_loudness_r"], equal_var=False)
