@@ -2,8 +2,8 @@
 
 Commands: ``animate``, ``demo``, ``tts``, ``evaluate``, ``bench``, ``renderers``, ``version``.
 
-The options of ``animate`` are generated from :class:`echomimic.pipeline.AnimateOptions`, so the
-command line and the Python API always share one set of names (``max_side`` in Python is
+The options of ``animate`` are generated from the option table (:mod:`echomimic.options`), so the
+command line, the Python API, the REST API and the UI always share one set of names (``max_side`` in Python is
 ``--max-side`` here). Errors a user can cause (:class:`~echomimic.errors.EchomimicError`) are
 printed as one line, ``error: <message>``, with exit code 2; Ctrl-C exits with code 130.
 """
@@ -18,8 +18,6 @@ import json
 import math
 import os
 import sys
-import typing
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional
 
@@ -28,6 +26,8 @@ import typer
 from . import __version__
 from .errors import (AudioError, EchomimicError, ImageError, InvalidOption, MotionError,
                      VideoError)
+from .options import OPTION_HELP as _OPTION_HELP
+from .options import cli_flag, limits_text, options_for
 
 __all__ = ["app", "main"]
 
@@ -156,64 +156,21 @@ class _ProgressBar:
 
 
 # ------------------------------------------------------------------------------------------------
-# animate: options generated from AnimateOptions
+# animate: options generated from the option table
 # ------------------------------------------------------------------------------------------------
 
-#: Help text of the shared options (the names themselves come from AnimateOptions' fields).
-OPTION_HELP: dict[str, str] = {
-    "fps": "Output frame rate (1-60).",
-    "crop": "'none' keeps the whole photo; 'face' crops a face-centred square.",
-    "size": "Side of the square when --crop face.",
-    "max_side": "Downscale so the longer side is at most this; 0 keeps the original size.",
-    "seed": "Seed of all randomness (blinks, head motion).",
-    "lang": "Speech language (recognition and TTS), e.g. en, zh; 'auto' detects.",
-    "voice": "espeak-ng voice for --text, e.g. en-us+f3 (default: from --lang).",
-    "rate": "TTS speaking rate, words per minute.",
-    "pitch": "TTS base pitch, 0-99.",
-    "expression_scale": "Scale of mouth and face expressions (0-3).",
-    "head_motion_scale": "Scale of head motion (0-3).",
-    "blink_rate": "Blinks per minute (default: natural).",
-    "emotion": "Expression bias: neutral, happy, sad, angry or surprised.",
-    "emotion_intensity": "Strength of the expression bias (0-1).",
-    "drive": "Regions driven by a driving video.",
-    "motion_scale": "Strength of a driving video's motion.",
-    "loop": "What to do when a driving video is shorter than the speech.",
-    "face_index": "Which face when the photo has several (0 = the largest).",
-    "renderer": "Renderer plugin (see 'echomimic renderers').",
-    "weights": "Local folder with the renderer's weights (neural renderers).",
-    "max_duration": "Longest accepted speech, in seconds.",
-    "max_pixels": "Largest accepted photo, in pixels.",
-    "crf": "H.264 quality (0-51, lower is better and bigger).",
-    "volume": "TTS volume (0-200).",
-    "drive": "Regions that follow a driving video: head, eyes, brows, lips or all (comma list).",
-    "motion_scale": "Strength of the driving video's motion (expression and head scales multiply on top).",
-    "loop": "When the driving video is shorter than the speech: pingpong, repeat or hold.",
-    "relative": "Head pose relative to the driving video's first pose (--absolute: as measured).",
-    "preset": "x264 speed preset (ultrafast ... veryslow).",
-}
+#: Help text of the shared options, from the option table (:mod:`echomimic.options`).
+OPTION_HELP: dict[str, str] = dict(_OPTION_HELP)
 
 #: Options accepted but left out of --help.
 _HIDDEN_OPTIONS: frozenset[str] = frozenset()
-
-#: Spelling of the boolean options on the command line (on/off flags).
-_BOOL_FLAGS = {"relative": "--relative/--absolute"}
 
 _SHARED_PANEL = "Shared options (same names as the Python API)"
 
 
 def option_fields() -> list[tuple[str, type, Any]]:
-    """``(name, type, default)`` of every :class:`AnimateOptions` field (types resolved)."""
-    from .pipeline import AnimateOptions
-
-    hints = typing.get_type_hints(AnimateOptions)
-    out = []
-    for f in fields(AnimateOptions):
-        tp = hints[f.name]
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        base = args[0] if args else tp
-        default = f.default if f.default is not MISSING else None
-        out.append((f.name, base, default))
-    return out
+    """``(name, type, default)`` of every option of the table shown on the command line."""
+    return [(o.name, o.type, o.default) for o in options_for("cli")]
 
 
 def cli_name(field_name: str) -> str:
@@ -221,26 +178,33 @@ def cli_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
+def _option_help(opt: Any) -> str:
+    """The table's help with its limits, as ``--help`` prints them: ``Output frame rate.
+    (1-60)``."""
+    limits = limits_text(opt)
+    return f"{opt.help} ({limits})" if limits else opt.help
+
+
 def _with_shared_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Give ``fn`` (which takes ``**options``) one typer option per AnimateOptions field.
+    """Give ``fn`` (which takes ``**options``) one typer option per entry of the option table.
 
     Every generated option defaults to ``None`` ("not given"), so the pipeline's own defaults
-    apply; the help shows them.
+    apply; the help shows them. Values are checked by the pipeline (one ``error:`` line).
     """
     sig = inspect.signature(fn, eval_str=True)
     params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     annotations = {p.name: p.annotation for p in params}
-    for name, base, default in option_fields():
-        flag = _BOOL_FLAGS.get(name, cli_name(name)) if base is bool else cli_name(name)
-        opt = typer.Option(
-            flag, help=OPTION_HELP.get(name, ""), hidden=name in _HIDDEN_OPTIONS,
-            show_default=(False if default is None else
-                          f"{default:g}" if isinstance(default, float) else str(default)),
-            rich_help_panel=_SHARED_PANEL)
-        ann = Annotated[Optional[base], opt]
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+    for opt in options_for("cli"):
+        default = opt.default
+        show = (False if default is None else
+                f"{default:g}" if isinstance(default, float) else str(default))
+        typer_opt = typer.Option(
+            cli_flag(opt), help=_option_help(opt), hidden=opt.name in _HIDDEN_OPTIONS,
+            show_default=show, rich_help_panel=_SHARED_PANEL)
+        ann = Annotated[Optional[opt.type], typer_opt]
+        params.append(inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                         annotation=ann))
-        annotations[name] = ann
+        annotations[opt.name] = ann
 
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> Any:

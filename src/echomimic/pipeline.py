@@ -21,100 +21,17 @@ import os
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from .errors import EchomimicError, InvalidOption
+from .options import AnimateOptions
 from .types import Audio, MotionTrack, Portrait, Speech
 
 ProgressFn = Callable[[str, float], None]
-
-
-@dataclass
-class AnimateOptions:
-    """Options shared by every front (snake_case in Python/JSON, --kebab-case on the CLI)."""
-
-    fps: float = 25.0
-    crop: str = "none"                 # none | face
-    size: int = 512                    # side of the square when crop=face
-    max_side: int = 1920               # cap on the longer side of the output; 0 keeps it
-    seed: int = 0
-    lang: str = "auto"                 # speech language (recognition and TTS)
-    voice: str | None = None           # TTS voice (espeak-ng name); default from lang
-    rate: int = 175                    # TTS words per minute
-    pitch: int = 50                    # TTS pitch 0..99
-    volume: int = 100                  # TTS volume 0..200
-    expression_scale: float = 1.0
-    head_motion_scale: float = 1.0
-    blink_rate: float | None = None    # blinks per minute; None = natural
-    emotion: str = "neutral"
-    emotion_intensity: float = 0.5
-    drive: str = "all"                 # video driving: head,eyes,brows,lips,all
-    motion_scale: float = 1.0          # strength of the video's motion
-    loop: str = "pingpong"             # pingpong | repeat | hold, when the video is short
-    relative: bool = True              # video head pose relative to the driver's first pose
-    face_index: int = 0
-    renderer: str = "warp"
-    weights: str | None = None
-    max_duration: float = 600.0        # seconds of audio accepted
-    max_pixels: int = 4096 * 4096      # pixels of the photo accepted
-    crf: int = 20
-    preset: str = "veryfast"
-
-    @classmethod
-    def from_kwargs(cls, **kw: Any) -> "AnimateOptions":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(kw) - names)
-        if unknown:
-            raise InvalidOption(f"unknown option(s): {', '.join(unknown)}")
-        opts = cls(**{k: v for k, v in kw.items() if v is not None or k in ("voice", "blink_rate", "weights")})
-        opts.validate()
-        return opts
-
-    def validate(self) -> None:
-        def bad(msg: str) -> None:
-            raise InvalidOption(msg)
-
-        if not (1 <= float(self.fps) <= 60):
-            bad(f"fps must be between 1 and 60, got {self.fps}")
-        if self.crop not in ("none", "face"):
-            bad(f"crop must be 'none' or 'face', got {self.crop!r}")
-        if not (64 <= int(self.size) <= 4096):
-            bad(f"size must be between 64 and 4096, got {self.size}")
-        if int(self.max_side) < 0 or (0 < int(self.max_side) < 64):
-            bad(f"max_side must be 0 or at least 64, got {self.max_side}")
-        if not (0 <= float(self.expression_scale) <= 3):
-            bad("expression_scale must be between 0 and 3")
-        if not (0 <= float(self.head_motion_scale) <= 3):
-            bad("head_motion_scale must be between 0 and 3")
-        if self.blink_rate is not None and not (0 <= float(self.blink_rate) <= 60):
-            bad("blink_rate must be between 0 and 60 blinks per minute")
-        if int(self.face_index) < 0:
-            bad("face_index must be >= 0")
-        if float(self.max_duration) <= 0:
-            bad("max_duration must be positive")
-        from .motion.emotion import check_emotion
-
-        check_emotion(self.emotion, float(self.emotion_intensity))
-        if not (0 <= int(self.volume) <= 200):
-            bad("volume must be between 0 and 200")
-        if not (80 <= int(self.rate) <= 450):
-            bad("rate must be between 80 and 450 words per minute")
-        if not (0 <= int(self.pitch) <= 99):
-            bad("pitch must be between 0 and 99")
-        regions = {r.strip() for r in str(self.drive).split(",") if r.strip()}
-        if not regions or not regions <= {"head", "eyes", "brows", "lips", "all"}:
-            bad(f"drive must be a comma-separated list of head, eyes, brows, lips, all; "
-                f"got {self.drive!r}")
-        if not (0 <= float(self.motion_scale) <= 3):
-            bad("motion_scale must be between 0 and 3")
-        if self.loop not in ("pingpong", "repeat", "hold"):
-            bad(f"loop must be pingpong, repeat or hold, got {self.loop!r}")
-        if not (0 <= int(self.crf) <= 51):
-            bad("crf must be between 0 and 51")
 
 
 @dataclass

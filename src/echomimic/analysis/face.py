@@ -59,6 +59,14 @@ def _model(name: str):
     return _models[name]
 
 
+def load_models() -> None:
+    """Make the face models (detector, mesh, segmenter) now, under the analysis lock, so that the
+    first analysis does not pay for it (a server or the web UI calls this while idle)."""
+    with _lock:
+        for name in ("detector", "mesh", "segmenter"):
+            _model(name)
+
+
 @dataclass
 class FaceAnalysis:
     """Analysis of one photo, in that photo's pixel coordinates."""

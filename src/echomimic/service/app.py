@@ -8,11 +8,12 @@ description is published at ``/openapi.json`` (and ``/docs``).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import uuid
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -26,8 +27,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import AudioTooLong, EchomimicError, InvalidOption
-from ..pipeline import AnimateOptions
-from .errors import InputTooLarge, NotFound, NotReady, Unauthorized
+from ..options import AnimateOptions, coerce, json_schema, options_for
+from .errors import InputTooLarge, NotFound, NotReady, Unauthorized, UnsupportedMediaType
 from .settings import Settings
 from .retention import attach as attach_retention
 from .signing import result_url as signed_result_url
@@ -37,13 +38,16 @@ from .limits import SubmissionLimits
 from .queue import JobQueue, QueueMetrics
 from .store import COMPLETED, Job, JobStore
 from .urls import AllowList, fetch
+from .experiments import ExperimentMetrics, Experiments, add_model_routes
+from .graphql import mount_graphql
+from .models import BUILTIN, resolve as resolve_model
 
 log = logging.getLogger("echomimic.service")
 
 API = "/api/v1"
-#: options a client may not set (limits are the server's; weights name server paths)
-SERVER_ONLY = {"max_duration", "max_pixels", "weights"}
-OPTION_FIELDS = {f.name: f for f in fields(AnimateOptions) if f.name not in SERVER_ONLY}
+#: the options a client may set, from the option table (limits and server paths are the server's)
+OPTION_FIELDS = {o.name: o for o in options_for("rest")}
+SERVER_ONLY = {f.name for f in fields(AnimateOptions)} - set(OPTION_FIELDS)
 TEXT_FIELDS = {"text": 5000, "transcript": 20000, "prompt": 2000}
 RESOLUTIONS = {"512": {"crop": "face", "size": 512}, "720p": {"max_side": 1280},
                "1080p": {"max_side": 1920}, "original": {"max_side": 0}}
@@ -57,33 +61,8 @@ _IDEMPOTENCY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """A form string (or JSON value) converted to the type of the option's default."""
-    default = OPTION_FIELDS[name].default
-    if value is None or (isinstance(value, str) and value.strip() == "" and default is None):
-        return None
-    kind = type(default) if default is not None and default is not MISSING else None
-    if name == "blink_rate":
-        kind = float
-    try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            v = str(value).strip().lower()
-            if v in ("true", "1", "yes", "on"):
-                return True
-            if v in ("false", "0", "no", "off"):
-                return False
-            raise ValueError(value)
-        if kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(str(value).strip()) if isinstance(value, str) else int(value)
-        if kind is float:
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise InvalidOption(f"{name} must be {'a number' if kind in (int, float) else 'true or false'}"
-                            f", got {value!r}") from None
+    """A form string (or JSON value) converted to the option's type (see the option table)."""
+    return coerce(OPTION_FIELDS[name], value)
 
 
 def build_params(fields_in: dict[str, Any], has: set[str]) -> dict[str, Any]:
@@ -101,6 +80,9 @@ def build_params(fields_in: dict[str, Any], has: set[str]) -> dict[str, Any]:
             if len(value) > TEXT_FIELDS[key]:
                 raise InvalidOption(f"{key} is longer than {TEXT_FIELDS[key]} characters")
             params[key] = value
+        elif key == "model_version":
+            if value not in (None, ""):
+                params[key] = str(value)
         elif key not in ("mode", "resolution") and not key.endswith("_url"):
             raise InvalidOption(f"unknown field {key!r}")
     resolution = fields_in.get("resolution")
@@ -173,7 +155,10 @@ def task_json(job: Job, request: Request) -> dict[str, Any]:
             "stage": job.stage or None, "eta_s": job.eta_s, "error": error,
             "result_url": result_url, "result": job.summary or None, "attempts": job.attempts,
             "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
-            "finished_at": _iso(job.finished_at)}
+            "finished_at": _iso(job.finished_at),
+            "renderer": job.params.get("options", {}).get("renderer", "warp"),
+            "model_version": job.params.get("model_version"),
+            "experiment": job.params.get("experiment")}
 
 
 def _error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -181,15 +166,12 @@ def _error(status: int, code: str, message: str, headers: dict | None = None) ->
 
 
 def _openapi_body() -> dict[str, Any]:
-    types = {bool: "boolean", int: "integer", float: "number", str: "string"}
-    props: dict[str, Any] = {}
-    for name, f in OPTION_FIELDS.items():
-        d = f.default
-        props[name] = {"type": "number" if name == "blink_rate" else types.get(type(d), "string"),
-                       "default": d}
+    props: dict[str, Any] = {name: json_schema(opt) for name, opt in OPTION_FIELDS.items()}
     for name in TEXT_FIELDS:
         props[name] = {"type": "string", "maxLength": TEXT_FIELDS[name]}
     props["mode"] = {"type": "string", "enum": list(MODES)}
+    props["model_version"] = {"type": "string", "description": "a version of the renderer "
+                              "(GET /api/v1/models); default: its newest"}
     props["resolution"] = {"type": "string", "enum": list(RESOLUTIONS)}
     json_props = dict(props)
     form_props = dict(props)
@@ -200,6 +182,88 @@ def _openapi_body() -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"type": "object", "properties": json_props}},
         "multipart/form-data": {"schema": {"type": "object", "properties": form_props}}}}}
+
+
+# ------------------------------------------------------------------------------------------------
+# submission: the one path of REST and GraphQL
+# ------------------------------------------------------------------------------------------------
+
+
+async def submit_job(state: Any, who: str, idem: str | None,
+                     read: Callable[[], Awaitable[tuple[dict[str, Any], dict[str, bytes]]]]
+                     ) -> tuple[Job, bool]:
+    """Accept a job: the one submission path of every front (REST ``POST /generate`` and the
+    GraphQL ``generate`` mutation).
+
+    ``state`` holds the app's settings, store, storage, queue, limits and URL allow list;
+    ``read()`` gives the request's fields (options, texts, ``*_url``) and uploaded files. In
+    order: an ``Idempotency-Key`` already used answers its task; the per-key limits; the fields
+    (same names and checks for every front); the experiment's variant and the model version;
+    inputs downloaded, decoded and the face found; then the job is stored and published.
+    Returns ``(job, created)``.
+    """
+    settings, store, storage = state.settings, state.store, state.storage
+    if idem is not None:
+        if not _IDEMPOTENCY.match(idem):
+            raise InvalidOption("Idempotency-Key must be 1-200 visible ASCII characters")
+        existing = store.find_idempotent(who, idem)
+        if existing is not None:
+            return existing, False
+    await run_in_threadpool(state.limits.check, who)     # 429 rate_limited / too_many_jobs
+    fields_in, uploads = await read()
+    for name in INPUT_NAMES:
+        if name in fields_in and f"{name}_url" not in fields_in:
+            raise InvalidOption(f"{name} must be an uploaded file (multipart) or {name}_url")
+        if name in uploads and fields_in.get(f"{name}_url"):
+            raise InvalidOption(f"give either the {name} file or {name}_url, not both")
+    urls = {n: str(fields_in[f"{n}_url"]) for n in INPUT_NAMES if fields_in.get(f"{n}_url")}
+    params = build_params(fields_in, set(uploads) | set(urls))
+    job_id = uuid.uuid4().hex
+    params = state.experiments.route(params, owner=who, job_id=job_id)
+    _resolve_model(params, settings)
+
+    def prepare() -> dict[str, bytes]:
+        data = dict(uploads)
+        for name, url in urls.items():
+            data[name] = fetch(url, max_bytes=_limit(settings, name),
+                               timeout=settings.url_timeout, allow=state.allow)
+        check_inputs(data, params, settings)
+        return data
+
+    data = await run_in_threadpool(prepare)
+
+    def save() -> tuple[Job, bool]:
+        inputs = {name: storage.save_input(job_id, name, blob) for name, blob in data.items()}
+        job, created = store.create_job(who, params, inputs, job_id=job_id,
+                                        idempotency_key=idem)
+        if not created:
+            storage.delete_job(job_id)
+        else:
+            if params.get("experiment"):
+                state.experiments.record(job.id, params["experiment"]["name"],
+                                         params["experiment"]["variant"])
+            state.queue.publish(job.id)                 # a lost message is published again
+        return job, created
+
+    job, created = await run_in_threadpool(save)
+    if created:
+        state.submitted.inc()
+    return job, created
+
+
+def _resolve_model(params: dict[str, Any], settings: Settings) -> None:
+    """Check the job's renderer and ``model_version`` and give it the version's weights."""
+    options = params["options"]
+    renderer = options.get("renderer", "warp")
+    version = params.get("model_version")
+    if renderer == "warp" and version in (None, "", BUILTIN):
+        if version:
+            params["model_version"] = BUILTIN
+        return
+    chosen = resolve_model(settings, renderer, version)
+    params["model_version"] = chosen.version
+    if chosen.weights:
+        options["weights"] = chosen.weights
 
 
 # ------------------------------------------------------------------------------------------------
@@ -228,11 +292,17 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     app.state.settings, app.state.store, app.state.storage = settings, store, storage
     attach_retention(app, store, storage, settings)   # periodic clean-up of old jobs
     app.state.queue, app.state.limits = queue, limits
+    app.state.allow, app.state.owner = allow, None
+    experiments = Experiments(store)
+    if settings_file := os.environ.get("ECHOMIMIC_EXPERIMENTS", "").strip():
+        experiments.load_file(settings_file)
+    app.state.experiments = experiments
 
     registry = CollectorRegistry()
     requests_total = Counter("echomimic_http_requests_total", "HTTP requests",
                              ["method", "route", "status"], registry=registry)
     submitted = Counter("echomimic_jobs_submitted_total", "Jobs accepted", registry=registry)
+    app.state.submitted = submitted
 
     class JobsCollector:
         def collect(self):
@@ -244,6 +314,7 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
 
     registry.register(JobsCollector())
     registry.register(QueueMetrics(store, queue))     # queue depth, run time, real-time factor
+    registry.register(ExperimentMetrics(experiments))  # per-variant counts and quality figures
     app.state.metrics_registry = registry
 
     @app.middleware("http")
@@ -294,6 +365,8 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
             raise Unauthorized("the API key is unknown or revoked")
         return key.id
 
+    app.state.owner = owner
+
     def _get(task_id: str, who: str) -> Job:
         job = store.get(task_id, owner=who) if re.fullmatch(r"[0-9a-f]{32}", task_id) else None
         if job is None:
@@ -308,80 +381,46 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     @app.post(f"{API}/generate", status_code=202, openapi_extra=_openapi_body(),
               summary="Submit a job (multipart uploads or JSON with *_url inputs)")
     async def generate(request: Request, who: str = Depends(owner)):
-        idem = request.headers.get("idempotency-key")
-        if idem is not None:
-            if not _IDEMPOTENCY.match(idem):
-                raise InvalidOption("Idempotency-Key must be 1-200 visible ASCII characters")
-            existing = store.find_idempotent(who, idem)
-            if existing is not None:
-                return _accepted(existing, request)
-        await run_in_threadpool(limits.check, who)     # 429 rate_limited / too_many_jobs
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        total_limit = settings.max_image_bytes + settings.max_audio_bytes + settings.max_video_bytes
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > total_limit + 1024 * 1024:
-            raise InputTooLarge(f"the request is {int(length)} bytes, over the limit")
-        fields_in: dict[str, Any] = {}
-        uploads: dict[str, bytes] = {}
-        if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            form = await request.form(max_files=len(INPUT_NAMES), max_fields=100)
-            try:
-                for key, value in form.multi_items():
-                    if isinstance(value, UploadFile):
-                        if key not in INPUT_NAMES:
-                            raise InvalidOption(f"unexpected file field {key!r}; files go in "
-                                                f"{', '.join(INPUT_NAMES)}")
-                        if value.size is not None and value.size > _limit(settings, key):
-                            raise InputTooLarge(f"the {key} is {value.size} bytes, over the limit "
-                                                f"of {_limit(settings, key)} bytes")
-                        uploads[key] = await value.read()
-                    else:
-                        fields_in[key] = value
-            finally:
-                await form.close()
-        elif ctype == "application/json":
-            try:
-                body = await request.json()
-            except ValueError:
-                raise InvalidOption("the request body is not valid JSON") from None
-            if not isinstance(body, dict):
-                raise InvalidOption("the request body must be a JSON object")
-            fields_in = body
-        else:
-            return _error(415, "unsupported_media_type",
-                          "send multipart/form-data (uploads) or application/json (URLs)")
-        for name in INPUT_NAMES:
-            if name in fields_in and f"{name}_url" not in fields_in:
-                raise InvalidOption(f"{name} must be an uploaded file (multipart) or {name}_url")
-            if name in uploads and fields_in.get(f"{name}_url"):
-                raise InvalidOption(f"give either the {name} file or {name}_url, not both")
-        urls = {n: str(fields_in[f"{n}_url"]) for n in INPUT_NAMES if fields_in.get(f"{n}_url")}
-        params = build_params(fields_in, set(uploads) | set(urls))
-
-        def prepare() -> dict[str, bytes]:
-            data = dict(uploads)
-            for name, url in urls.items():
-                data[name] = fetch(url, max_bytes=_limit(settings, name),
-                                   timeout=settings.url_timeout, allow=allow)
-            check_inputs(data, params, settings)
-            return data
-
-        data = await run_in_threadpool(prepare)
-        job_id = uuid.uuid4().hex
-
-        def save() -> tuple[Job, bool]:
-            inputs = {name: storage.save_input(job_id, name, blob) for name, blob in data.items()}
-            job, created = store.create_job(who, params, inputs, job_id=job_id,
-                                            idempotency_key=idem)
-            if not created:
-                storage.delete_job(job_id)
+        async def read() -> tuple[dict[str, Any], dict[str, bytes]]:
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            total_limit = (settings.max_image_bytes + settings.max_audio_bytes
+                           + settings.max_video_bytes)
+            length = request.headers.get("content-length", "")
+            if length.isdigit() and int(length) > total_limit + 1024 * 1024:
+                raise InputTooLarge(f"the request is {int(length)} bytes, over the limit")
+            fields_in: dict[str, Any] = {}
+            uploads: dict[str, bytes] = {}
+            if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+                form = await request.form(max_files=len(INPUT_NAMES), max_fields=100)
+                try:
+                    for key, value in form.multi_items():
+                        if isinstance(value, UploadFile):
+                            if key not in INPUT_NAMES:
+                                raise InvalidOption(f"unexpected file field {key!r}; files go in "
+                                                    f"{', '.join(INPUT_NAMES)}")
+                            if value.size is not None and value.size > _limit(settings, key):
+                                raise InputTooLarge(f"the {key} is {value.size} bytes, over the "
+                                                    f"limit of {_limit(settings, key)} bytes")
+                            uploads[key] = await value.read()
+                        else:
+                            fields_in[key] = value
+                finally:
+                    await form.close()
+            elif ctype == "application/json":
+                try:
+                    body = await request.json()
+                except ValueError:
+                    raise InvalidOption("the request body is not valid JSON") from None
+                if not isinstance(body, dict):
+                    raise InvalidOption("the request body must be a JSON object")
+                fields_in = body
             else:
-                queue.publish(job.id)                   # a lost message is published again
-            return job, created
+                raise UnsupportedMediaType("send multipart/form-data (uploads) or "
+                                           "application/json (URLs)")
+            return fields_in, uploads
 
-        job, created = await run_in_threadpool(save)
-        if created:
-            submitted.inc()
+        job, _created = await submit_job(request.app.state, who,
+                                         request.headers.get("idempotency-key"), read)
         return _accepted(job, request)
 
     @app.get(f"{API}/task/{{task_id}}", name="get_task", summary="The status of a job")
@@ -435,4 +474,6 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     def metrics():
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    add_model_routes(app, settings, owner)               # models, experiments (A/B)
+    mount_graphql(app)                                   # /graphql beside REST
     return app

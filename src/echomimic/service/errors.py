@@ -49,3 +49,17 @@ class NotReady(EchomimicError):
 
     code = "not_ready"
     http_status = 409
+
+
+class UnsupportedMediaType(EchomimicError):
+    """The request body is neither multipart/form-data nor JSON."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class Forbidden(EchomimicError):
+    """The caller may not do this (e.g. define experiments without the admin key)."""
+
+    code = "forbidden"
+    http_status = 403

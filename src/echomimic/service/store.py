@@ -28,8 +28,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import (Boolean, Float, Integer, String, Text, UniqueConstraint, create_engine,
-                        event, func, inspect, select, text, update)
+from sqlalchemy import (Boolean, Float, Integer, String, Text, UniqueConstraint, and_,
+                        create_engine, event, func, inspect, or_, select, text, update)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -206,6 +206,19 @@ class JobStore:
             if row is None or (owner is not None and row.owner != owner):
                 return None
             return Job.of(row)
+
+    def list_jobs(self, owner: str, *, status: str | None = None, limit: int = 20,
+                  after: tuple[float, str] | None = None) -> list[Job]:
+        """``owner``'s jobs, newest first; ``after``: ``(created_at, id)`` of the last one seen."""
+        q = select(JobRow).where(JobRow.owner == owner)
+        if status is not None:
+            q = q.where(JobRow.status == status)
+        if after is not None:
+            t, last = after
+            q = q.where(or_(JobRow.created_at < t, and_(JobRow.created_at == t, JobRow.id < last)))
+        q = q.order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(int(limit))
+        with self._session() as s:
+            return [Job.of(r) for r in s.scalars(q)]
 
     def count_by_status(self) -> dict[str, int]:
         with self._session() as s:

@@ -131,6 +131,10 @@ def run_claimed(job: Job, *, store: JobStore, storage: LocalStorage, settings: S
         beat.join()
     summary = {"n_frames": result.n_frames, "duration": result.duration, "fps": result.fps,
                "width": result.width, "height": result.height}
+    if params.get("experiment"):                 # an A/B job: its quality figures go with it
+        from .experiments import measure_job
+
+        summary["quality"] = measure_job(store, job.id, result.output, inputs["image"])
     if store.complete(job.id, token, storage.relative(result.output), summary):
         return "completed"
     out.unlink(missing_ok=True)                  # another run owns the job now

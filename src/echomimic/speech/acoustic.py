@@ -15,15 +15,18 @@ units, sigmoid outputs) to the five articulation targets. The network was fitted
 phoneme-derived target curves (:func:`echomimic.speech.phonetics.truth_curves`) of speech
 synthesized by espeak-ng in English, Mandarin, Japanese, Spanish and German with the *tune*
 voices, rates and pitches of :mod:`echomimic.quality.evalset`, clean and with noise and
-reverberation; the *held-out* settings are only used to report. The weights live in
-:mod:`._acoustic_model`; refit them with ``python -m echomimic.speech.acoustic`` (deterministic:
-fixed initialisation, L-BFGS).
+reverberation; the *held-out* settings are only used to report. This stage only loads the
+weights (``echomimic/data/acoustic_model.npz``); the fitting is a maintenance tool,
+``python -m echomimic.quality.acoustic_fit``, which writes that file (deterministic: fixed
+initialisation, L-BFGS).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d, uniform_filter1d
@@ -32,7 +35,8 @@ from ..types import ARTICULATION_KEYS
 from .features import Spectral
 
 __all__ = ["acoustic_features", "context_features", "predict_articulation", "FEATURE_NAMES",
-           "CONTEXT_OFFSETS", "AcousticModel", "load_model", "fit_model"]
+           "CONTEXT_OFFSETS", "AcousticModel", "MODEL_PATH", "load_model", "read_model",
+           "write_model"]
 
 FEATURE_NAMES: tuple[str, ...] = (
     "bias", "loud", "loud2", "loud_ctx", "loud_peak", "loud_dip", "voiced",
@@ -136,16 +140,32 @@ class AcousticModel:
         return cls(*parts)
 
 
+#: The shipped model's file (NPZ, arrays ``mean``, ``scale``, ``w1``, ``b1``, ``w2``, ``b2``).
+MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "acoustic_model.npz"
+_ARRAYS = ("mean", "scale", "w1", "b1", "w2", "b2")
+
+
+def read_model(path: str | os.PathLike) -> AcousticModel:
+    """An :class:`AcousticModel` from an NPZ file (no pickles), checked against the features."""
+    n_in = (len(FEATURE_NAMES) - 1) * len(CONTEXT_OFFSETS)
+    with np.load(path, allow_pickle=False) as data:
+        arrays = [np.asarray(data[k], np.float64) for k in _ARRAYS]
+    model = AcousticModel(*arrays)
+    if model.w1.shape[0] != n_in or model.w2.shape[1] != len(ARTICULATION_KEYS):
+        raise ValueError(f"{path}: model of {model.w1.shape[0]} inputs and {model.w2.shape[1]} "
+                         f"outputs, expected {n_in} and {len(ARTICULATION_KEYS)}")
+    return model
+
+
+def write_model(model: AcousticModel, path: str | os.PathLike) -> None:
+    """Write ``model`` as the NPZ file :func:`read_model` reads (float32)."""
+    np.savez(path, **{k: np.asarray(a, "<f4") for k, a in zip(_ARRAYS, model.to_arrays())})
+
+
 @lru_cache(maxsize=1)
 def load_model() -> AcousticModel:
-    """The shipped model (:mod:`._acoustic_model`)."""
-    import base64
-
-    from . import _acoustic_model as m
-
-    flat = np.frombuffer(base64.b64decode(m.DATA), dtype="<f4").astype(np.float64)
-    n_in = (len(FEATURE_NAMES) - 1) * len(CONTEXT_OFFSETS)
-    return AcousticModel.from_flat(flat, n_in, m.HIDDEN, len(ARTICULATION_KEYS))
+    """The shipped model (:data:`MODEL_PATH`)."""
+    return read_model(MODEL_PATH)
 
 
 def predict_articulation(X: np.ndarray, model: AcousticModel | None = None,
@@ -165,164 +185,3 @@ def predict_articulation(X: np.ndarray, model: AcousticModel | None = None,
             y = uniform_filter1d(y, smooth, mode="nearest")
         out[key] = np.clip(y, 0.0, 1.0).astype(np.float32)
     return out
-
-
-def fit_model(Xs: list[np.ndarray], Ys: list[dict[str, np.ndarray]], masks: list[np.ndarray],
-              *, hidden: int = 32, l2: float = 3e-3, iterations: int = 400,
-              seed: int = 0) -> AcousticModel:
-    """Fit the network by L-BFGS on the masked (speech) hops: mean squared error of the five
-    targets plus ``l2`` times the squared weights. Deterministic for a given ``seed``."""
-    from scipy.optimize import minimize
-
-    Z = np.concatenate([context_features(x)[m] for x, m in zip(Xs, masks)])
-    Y = np.stack([np.concatenate([y[k][m] for y, m in zip(Ys, masks)])
-                  for k in ARTICULATION_KEYS], axis=1).astype(np.float64)
-    mean, scale = Z.mean(axis=0), Z.std(axis=0) + 1e-6
-    Z = (Z - mean) / scale
-    n, d = Z.shape
-    k = Y.shape[1]
-    rng = np.random.Generator(np.random.PCG64(seed))
-    shapes = [(d, hidden), (hidden,), (hidden, k), (k,)]
-    sizes = [int(np.prod(s)) for s in shapes]
-
-    def unpack(w):
-        out, i = [], 0
-        for shp, sz in zip(shapes, sizes):
-            out.append(w[i:i + sz].reshape(shp))
-            i += sz
-        return out
-
-    def loss(w):
-        w1, b1, w2, b2 = unpack(w)
-        h = np.tanh(Z @ w1 + b1)
-        o = 1.0 / (1.0 + np.exp(-(h @ w2 + b2)))
-        e = o - Y
-        val = (e * e).sum() / n + l2 * ((w1 ** 2).sum() + (w2 ** 2).sum())
-        go = 2.0 * e / n * o * (1.0 - o)
-        gh = go @ w2.T * (1.0 - h * h)
-        grad = [Z.T @ gh + 2 * l2 * w1, gh.sum(axis=0), h.T @ go + 2 * l2 * w2, go.sum(axis=0)]
-        return val, np.concatenate([g.ravel() for g in grad])
-
-    w0 = np.concatenate([rng.standard_normal(d * hidden) / np.sqrt(d), np.zeros(hidden),
-                         rng.standard_normal(hidden * k) / np.sqrt(hidden), np.zeros(k)])
-    res = minimize(loss, w0, jac=True, method="L-BFGS-B", options={"maxiter": int(iterations)})
-    w1, b1, w2, b2 = unpack(res.x)
-    return AcousticModel(mean, scale, w1, b1, w2, b2)
-
-
-def write_model(model: AcousticModel, path: str) -> None:
-    """Write ``model`` as the Python module :mod:`._acoustic_model` (float32, base64)."""
-    import base64
-    import textwrap
-
-    flat = np.concatenate([a.ravel() for a in model.to_arrays()]).astype("<f4")
-    data = base64.b64encode(flat.tobytes()).decode("ascii")
-    lines = textwrap.wrap(data, 96)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write('"""Weights of the acoustic mouth-shape model (generated by '
-                '``python -m echomimic.speech.acoustic``; do not edit)."""\n\n')
-        f.write(f"HIDDEN = {model.w1.shape[1]}\n\n")
-        f.write("DATA = (\n")
-        for ln in lines:
-            f.write(f'    "{ln}"\n')
-        f.write(")\n")
-
-
-# ---------------------------------------------------------------------------------------------
-# Fitting against espeak-ng's own phoneme timing
-# ---------------------------------------------------------------------------------------------
-
-#: Extra training sentences per espeak-ng voice (besides the evaluation set's tune sentences).
-CALIBRATION_TEXT: dict[str, list[str]] = {
-    "en-us": [
-        "The quick brown fox jumps over the lazy dog.",
-        "Please call Stella and ask her to bring these things with her from the store.",
-        "Six spoons of fresh snow peas, five thick slabs of blue cheese, and maybe a snack "
-        "for her brother Bob.",
-        "Open the window wide and let the warm summer air move through the room.",
-        "Father bought a large box of apples, but only a few of them were ripe.",
-        "Who would have thought that a mouse could frighten such a huge animal?",
-        "Jim made a wonderful plan for our journey through the mountains of Peru.",
-        "We also need a small plastic snake and a big toy frog for the kids.",
-        "How are you doing today? I hope the weather is fine where you are.",
-        "She sells sea shells by the sea shore, and the shells she sells are surely seashells.",
-    ],
-    "cmn": ["你好，今天天气很好。", "我们一起去北京吃饭吧。", "四是四，十是十，十四是十四，四十是四十。",
-            "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。", "欢迎大家来到我们的节目，今天我们讨论人工智能。",
-            "妈妈骂马，马慢，妈妈骂马。", "我喜欢在周末和朋友一起看电影。", "这个问题很难，我们需要更多的时间。"],
-    "es": ["Hola, ¿cómo estás? Muy bien, gracias.", "El perro de San Roque no tiene rabo.",
-           "Me gusta mucho la comida de mi abuela.",
-           "Buenos días, señora, ¿puedo ayudarla con algo?"],
-    "de": ["Guten Morgen, wie geht es dir?", "Schöne Grüße aus München und Berlin.",
-           "Fischers Fritz fischt frische Fische.",
-           "Das Wetter ist heute sehr schön, wir gehen spazieren."],
-    "ja": ["こんにちは、げんきですか。", "ありがとうございます。",
-           "わたしのなまえはたなかです。よろしくおねがいします。", "きょうはとてもいいてんきですね。"],
-}
-_CAL_LANG = {"en-us": "en", "cmn": "zh", "es": "es", "de": "de", "ja": "ja"}
-
-
-def training_items(split: str = "tune") -> list:
-    """Evaluation-set items of ``split``; for ``"tune"`` also the calibration sentences and
-    every tune item again in each of the four conditions (clean, noise, reverb, both)."""
-    import dataclasses
-
-    from ..quality.evalset import TUNE, EvalItem, build_items
-
-    items = build_items(split)
-    if split != "tune":
-        return items
-    for base, texts in CALIBRATION_TEXT.items():
-        for i in range(0, len(texts) - 1, 2):
-            for s in TUNE:
-                voice = base + (f"+{s.variant}" if s.variant else "")
-                items.append(EvalItem(_CAL_LANG[base], voice, s, (texts[i], texts[i + 1]), "tune",
-                                      name=f"cal-{base}-{i}-{s.condition}-{s.rate}"))
-    extra = []
-    for it in items:
-        for cond in ("clean", "noise", "reverb", "noise+reverb"):
-            if cond != it.setting.condition:
-                extra.append(dataclasses.replace(
-                    it, setting=dataclasses.replace(it.setting, condition=cond),
-                    name=f"{it.name}-aug-{cond}"))
-    return items + extra
-
-
-def training_data(items: list) -> list[tuple[str, np.ndarray, dict, np.ndarray]]:
-    """(language, design matrix, truth curves, speech mask) per item."""
-    from ..quality.evalset import make_item_audio
-    from .analyze import measure
-    from .features import prepare
-    from .phonetics import truth_curves
-
-    out = []
-    for it in items:
-        audio, phones = make_item_audio(it)
-        fr = measure(prepare(audio))
-        truth = truth_curves(phones, fr.n * 0.01, 0.01)
-        out.append((it.lang, fr.design, {k: v[: fr.n] for k, v in truth.items()},
-                    fr.activity >= 0.5))
-    return out
-
-
-def _main() -> None:  # pragma: no cover - maintenance tool
-    """Refit the model on the tune split, print held-out correlations and write the weights."""
-    import os
-
-    train = training_data(training_items("tune"))
-    held = training_data(training_items("heldout"))
-    model = fit_model([t[1] for t in train], [t[2] for t in train], [t[3] for t in train])
-    for name, items in (("tune", train), ("held-out", held)):
-        per: dict[str, list] = {}
-        for lang, X, truth, mask in items:
-            art = predict_articulation(X, model)
-            per.setdefault(lang, []).append((art["open"][mask], truth["open"][mask]))
-        for lang, rows in per.items():
-            a = np.concatenate([r[0] for r in rows])
-            t = np.concatenate([r[1] for r in rows])
-            print(f"{name:9s} {lang:3s} r(open, truth) = {np.corrcoef(a, t)[0, 1]:.3f}")
-    write_model(model, os.path.join(os.path.dirname(__file__), "_acoustic_model.py"))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _main()

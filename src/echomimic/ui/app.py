@@ -4,7 +4,7 @@
 The page calls the same pipeline as the command line, through a backend
 (:class:`~echomimic.ui.backend.LocalBackend` in this process, or
 :class:`~echomimic.ui.backend.RemoteBackend` on a REST server). Its option controls are made from
-:class:`~echomimic.pipeline.AnimateOptions` (:mod:`echomimic.ui.options`).
+:mod:`echomimic.options` (:mod:`echomimic.ui.options`).
 
 Nothing on the page comes from the internet: the theme uses the system's fonts, Gradio's
 analytics and version check are off, and there is no share link.
@@ -391,15 +391,13 @@ def warm_up() -> None:
     is then as fast as the next ones.
     """
     try:
-        from ..analysis import face
+        from ..analysis import load_models
         from ..pipeline import AnimateOptions  # noqa: F401
         from ..speech import analyze_speech  # noqa: F401
         from ..motion import idle_track  # noqa: F401
         from ..render import get_renderer
 
         get_renderer("warp")
-        with face._lock:               # the models are made once, under the analysis lock
-            for name in ("detector", "mesh", "segmenter"):
-                face._model(name)
+        load_models()                  # made once, under the analysis lock
     except Exception:  # only a head start: a real problem shows when a job runs
         log.debug("warm-up failed", exc_info=True)

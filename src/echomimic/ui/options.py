@@ -1,10 +1,11 @@
-"""The web UI's option controls, generated from :class:`echomimic.pipeline.AnimateOptions`.
+"""The web UI's option controls, generated from the option table (:mod:`echomimic.options`).
 
-Every field of ``AnimateOptions`` becomes one :class:`OptionSpec` (its name, type and default come
-from the dataclass; its help text from the command line's ``OPTION_HELP``), so the page, the
-command line and the Python API share one set of names and defaults. :data:`CONTROL_HINTS` only
-adds how a field is best shown (a slider's range, a list of choices, where it sits on the page).
-A field added to ``AnimateOptions`` later appears in the "Advanced options" panel on its own.
+Every option of the table shown on the ``ui`` front becomes one :class:`OptionSpec`: its name,
+type, default, limits, choices and help come from the table, and the entry's ``ui`` hints say
+how it is drawn (where it sits on the page, the kind of widget, a slider's step, a label). An
+option added to the table appears on the page on its own ("Advanced options" unless its hints
+say otherwise). :data:`SUGGESTIONS` adds the lists a few free-text options are offered from
+(languages, voices, renderers).
 
 This module does not import Gradio: the page is built by :mod:`echomimic.ui.app`.
 """
@@ -12,11 +13,12 @@ This module does not import Gradio: the page is built by :mod:`echomimic.ui.app`
 from __future__ import annotations
 
 import re
-import typing
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Iterable
 
-__all__ = ["OptionSpec", "CONTROL_HINTS", "GROUPS", "MODES", "SERVER_ONLY", "option_specs",
+from ..options import OPTIONS, options_for
+
+__all__ = ["OptionSpec", "SUGGESTIONS", "GROUPS", "MODES", "SERVER_ONLY", "option_specs",
            "collect_options", "label_for"]
 
 #: The page's modes: what drives the portrait.
@@ -41,15 +43,8 @@ GROUP_MODES: dict[str, tuple[str, ...]] = {
 }
 
 #: Options a REST server decides for itself (limits, paths on the server): not sent to it.
-SERVER_ONLY: frozenset[str] = frozenset({"max_duration", "max_pixels", "weights"})
-
-_REGIONS = ("all", "head", "eyes", "brows", "lips")
-
-
-def _emotions() -> tuple[str, ...]:
-    from ..motion.emotion import EMOTIONS
-
-    return tuple(EMOTIONS)
+SERVER_ONLY: frozenset[str] = frozenset(o.name for o in OPTIONS) - frozenset(
+    o.name for o in options_for("rest"))
 
 
 def _languages() -> list[tuple[str, str]]:
@@ -81,66 +76,18 @@ def _renderers() -> list[str]:
         return ["warp"]
 
 
-#: How each field is shown. Keys: ``group`` (see :data:`GROUPS`), ``widget`` (slider, number,
-#: dropdown, radio, checkboxes, checkbox, text), ``minimum``/``maximum``/``step``, ``choices``
-#: (a list, or a function returning one, called when the page is built), ``label``.
-CONTROL_HINTS: dict[str, dict[str, Any]] = {
-    "crop": {"group": "main", "widget": "radio", "choices": ["none", "face"],
-             "label": "Crop"},
-    "size": {"group": "main", "widget": "slider", "minimum": 64, "maximum": 1024, "step": 32,
-             "label": "Size (crop face)"},
-    "emotion": {"group": "main", "widget": "dropdown", "choices": _emotions},
-    "emotion_intensity": {"group": "main", "widget": "slider", "minimum": 0, "maximum": 1,
-                          "step": 0.05},
-    "fps": {"group": "motion", "widget": "slider", "minimum": 1, "maximum": 60, "step": 1,
-            "label": "Frame rate (fps)"},
-    "expression_scale": {"group": "motion", "widget": "slider", "minimum": 0, "maximum": 3,
-                         "step": 0.05},
-    "head_motion_scale": {"group": "motion", "widget": "slider", "minimum": 0, "maximum": 3,
-                          "step": 0.05},
-    "blink_rate": {"group": "motion", "widget": "number", "minimum": 0, "maximum": 60,
-                   "label": "Blink rate (per minute; empty = natural)"},
-    "seed": {"group": "motion", "widget": "number", "minimum": 0},
-    "lang": {"group": ("speech", "voice"), "widget": "dropdown", "choices": _languages,
-             "custom": True, "label": "Language"},
-    "voice": {"group": "voice", "widget": "dropdown", "choices": _voices, "custom": True},
-    "rate": {"group": "voice", "widget": "slider", "minimum": 80, "maximum": 450, "step": 5,
-             "label": "Rate (words per minute)"},
-    "pitch": {"group": "voice", "widget": "slider", "minimum": 0, "maximum": 99, "step": 1},
-    "volume": {"group": "voice", "widget": "slider", "minimum": 0, "maximum": 200, "step": 5},
-    "drive": {"group": "video", "widget": "checkboxes", "choices": list(_REGIONS),
-              "label": "Regions driven by the video"},
-    "motion_scale": {"group": "video", "widget": "slider", "minimum": 0, "maximum": 3,
-                     "step": 0.05},
-    "loop": {"group": "video", "widget": "radio", "choices": ["pingpong", "repeat", "hold"],
-             "label": "When the video is shorter than the speech"},
-    "relative": {"group": "video", "widget": "checkbox",
-                 "label": "Head pose relative to the video's first frame"},
-    "max_side": {"group": "advanced", "widget": "number", "minimum": 0,
-                 "label": "Longest side (0 = original)"},
-    "face_index": {"group": "advanced", "widget": "number", "minimum": 0,
-                   "label": "Face (0 = the largest)"},
-    "renderer": {"group": "advanced", "widget": "dropdown", "choices": _renderers},
-    "weights": {"group": "advanced", "widget": "text", "label": "Renderer weights (local folder)"},
-    "crf": {"group": "advanced", "widget": "slider", "minimum": 0, "maximum": 51, "step": 1,
-            "label": "Video quality (CRF, lower is better)"},
-    "preset": {"group": "advanced", "widget": "dropdown",
-               "choices": ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium",
-                           "slow", "slower", "veryslow"], "label": "Encoder preset"},
-    "max_duration": {"group": "advanced", "widget": "number", "minimum": 1,
-                     "label": "Longest speech accepted (s)"},
-    "max_pixels": {"group": "advanced", "widget": "number", "minimum": 1,
-                   "label": "Largest photo accepted (pixels)"},
-}
+#: Values offered for options that accept more than a fixed list (a function returning the
+#: list, called when the page is built: it needs modules of the pipeline).
+SUGGESTIONS: dict[str, Any] = {"lang": _languages, "voice": _voices, "renderer": _renderers}
 
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """One option control: what the page draws for an :class:`AnimateOptions` field."""
+    """One option control: what the page draws for an option of the table."""
 
-    name: str                    # the AnimateOptions field
-    type: type                   # int, float, str or bool (Optional[...] unwrapped)
-    default: Any                 # AnimateOptions' default
+    name: str                    # the option's name
+    type: type                   # int, float, str or bool
+    default: Any                 # the table's default
     optional: bool               # None is a valid value (empty = the pipeline decides)
     group: str                   # a key of GROUPS
     widget: str
@@ -158,8 +105,7 @@ class OptionSpec:
         """The choices, calling the hint's function when they were left lazy."""
         if not self.lazy:
             return self.choices
-        fn = CONTROL_HINTS[self.name]["choices"]
-        return tuple(fn())
+        return tuple(SUGGESTIONS[self.name]())
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -181,20 +127,6 @@ def label_for(name: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _field_types() -> list[tuple[str, type, Any, bool]]:
-    from ..pipeline import AnimateOptions
-
-    hints = typing.get_type_hints(AnimateOptions)
-    out = []
-    for f in fields(AnimateOptions):
-        tp = hints[f.name]
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        optional = type(None) in typing.get_args(tp)
-        base = args[0] if args else tp
-        out.append((f.name, base, f.default if f.default is not MISSING else None, optional))
-    return out
-
-
 def _page_help(text: str) -> str:
     """The command line's help in the page's words: ``--crop face`` -> ``crop face``."""
     return re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", " "), text)
@@ -205,36 +137,38 @@ def _generic_widget(tp: type) -> str:
 
 
 def option_specs(*, remote: bool = False, lazy: bool = False) -> list[OptionSpec]:
-    """One :class:`OptionSpec` per ``AnimateOptions`` field, in the dataclass's order.
+    """One :class:`OptionSpec` per option of the table shown on the ``ui`` front, in its order.
 
-    A field with two groups (``lang``: the speech language in the audio tabs, the text's
+    An option with two groups (``lang``: the speech language in the audio tabs, the text's
     language in the text tab) gives one spec per group. With ``remote=True`` the options a
     REST server keeps for itself (:data:`SERVER_ONLY`) are left out. With ``lazy=True``
-    choices that need a module of the pipeline (languages, emotions, renderers) are not computed
-    (``spec.lazy``; :meth:`OptionSpec.resolve_choices` computes them), so the page starts fast.
+    suggestions that need a module of the pipeline (languages, voices, renderers) are not
+    computed (``spec.lazy``; :meth:`OptionSpec.resolve_choices` computes them), so the page
+    starts fast.
     """
-    try:
-        from ..cli import OPTION_HELP
-    except ImportError:  # pragma: no cover - typer is a core dependency
-        OPTION_HELP = {}
     specs: list[OptionSpec] = []
-    for name, tp, default, optional in _field_types():
-        if remote and name in SERVER_ONLY:
+    for opt in options_for("ui"):
+        if remote and opt.name in SERVER_ONLY:
             continue
-        hint = CONTROL_HINTS.get(name, {})
-        choices = hint.get("choices", ())
-        deferred = callable(choices) and lazy
-        if callable(choices):
-            choices = (default if default is not None else "",) if deferred else choices()
+        hint = opt.ui
+        default = opt.default
+        suggest = SUGGESTIONS.get(opt.name) if opt.suggestions or not opt.choices else None
+        deferred = suggest is not None and lazy
+        if suggest is not None:
+            choices = (default if default is not None else "",) if deferred else suggest()
+        else:
+            choices = opt.choices
+        widget = hint.get("widget", _generic_widget(opt.type))
+        if choices and widget in ("number", "text"):
+            widget = "dropdown"
         groups = hint.get("group", "advanced")
         for group in (groups if isinstance(groups, tuple) else (groups,)):
             specs.append(OptionSpec(
-                name=name, type=tp, default=default, optional=optional, group=group,
-                widget=hint.get("widget", _generic_widget(tp)),
-                label=hint.get("label", label_for(name)), info=_page_help(OPTION_HELP.get(name, "")),
-                minimum=hint.get("minimum"), maximum=hint.get("maximum"), step=hint.get("step"),
-                choices=tuple(choices), custom=bool(hint.get("custom", False)),
-                lazy=deferred))
+                name=opt.name, type=opt.type, default=default, optional=opt.optional,
+                group=group, widget=widget, label=hint.get("label", label_for(opt.name)),
+                info=_page_help(opt.help), minimum=opt.minimum, maximum=opt.maximum,
+                step=hint.get("step"), choices=tuple(choices),
+                custom=bool(hint.get("custom", suggest is not None)), lazy=deferred))
     return specs
 
 
