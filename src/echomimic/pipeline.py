@@ -63,6 +63,12 @@ class AnimateOptions:
     max_pixels: int = 4096 * 4096      # pixels of the photo accepted
     crf: int = 20
     preset: str = "veryfast"
+    # output format and content safety (see echomimic.safety)
+    output_format: str | None = None   # mp4 | webm | mov | gif; default: the output's extension
+    watermark: bool = True             # invisible watermark in the frames
+    label: str | None = None           # visible caption, e.g. "AI-generated"
+    label_corner: str = "bottom-right"
+    label_opacity: float = 0.8
 
     @classmethod
     def from_kwargs(cls, **kw: Any) -> "AnimateOptions":
@@ -70,7 +76,7 @@ class AnimateOptions:
         unknown = sorted(set(kw) - names)
         if unknown:
             raise InvalidOption(f"unknown option(s): {', '.join(unknown)}")
-        opts = cls(**{k: v for k, v in kw.items() if v is not None or k in ("voice", "blink_rate", "weights")})
+        opts = cls(**{k: v for k, v in kw.items() if v is not None or k in ("voice", "blink_rate", "weights", "output_format", "label")})
         opts.validate()
         return opts
 
@@ -115,6 +121,13 @@ class AnimateOptions:
             bad(f"loop must be pingpong, repeat or hold, got {self.loop!r}")
         if not (0 <= int(self.crf) <= 51):
             bad("crf must be between 0 and 51")
+        from .media.writer import OUTPUT_FORMATS
+        from .safety.labels import check_label
+
+        if self.output_format is not None and str(self.output_format).lower() not in OUTPUT_FORMATS:
+            bad(f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, "
+                f"got {self.output_format!r}")
+        check_label(self.label, self.label_corner, self.label_opacity)
 
 
 @dataclass
@@ -318,6 +331,7 @@ def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLi
     """Render ``track`` on ``portrait`` and encode it with ``audio`` to ``output``."""
     from .media import Mp4Writer
     from .render import get_renderer
+    from .safety import content_label, frame_marker
 
     t0 = time.perf_counter()
     cls = get_renderer(opts.renderer)
@@ -327,7 +341,11 @@ def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLi
                          progress=progress)
     setup = time.perf_counter() - t0
     h, w = portrait.image.shape[:2]
-    writer = Mp4Writer(output, w, h, float(opts.fps), audio=audio, crf=int(opts.crf), preset=opts.preset)
+    marker = frame_marker(h, w, watermark=bool(opts.watermark), label=opts.label,
+                          label_corner=opts.label_corner, label_opacity=float(opts.label_opacity))
+    writer = Mp4Writer(output, w, h, float(opts.fps), audio=audio, crf=int(opts.crf), preset=opts.preset,
+                       format=opts.output_format, metadata=content_label(watermark=bool(opts.watermark)),
+                       frame_filter=marker)
     # frame buffers that hold the photo; a renderer that can, writes only what moves into them
     pool: queue.Queue | None = None
     if hasattr(renderer, "render_into"):
@@ -384,7 +402,8 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
 
     Args:
         image: the portrait (path or bytes; PNG, JPEG, WebP, … recognised by content).
-        output: path of the mp4 to write (written atomically).
+        output: path of the video to write (written atomically); its extension (.mp4, .webm,
+            .mov, .gif) chooses the format unless ``output_format`` is given.
         audio: speech audio (path or bytes; any format FFmpeg decodes), or an ``Audio``.
         video: a driving video: its head and face motion is retargeted onto the portrait
             (``drive``, ``motion_scale``, ``relative``, ``loop``); with ``audio`` or ``text``
@@ -401,7 +420,8 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
         preview: where to save a contact sheet (PNG) of frames across the clip.
         progress: ``progress(stage, fraction)`` callback; raise ``Cancelled`` in it to stop.
         **options: see :class:`AnimateOptions` (fps, crop, size, max_side, seed, lang, voice,
-            rate, pitch, expression_scale, head_motion_scale, blink_rate, face_index, …).
+            rate, pitch, expression_scale, head_motion_scale, blink_rate, face_index, …;
+            ``output_format``, ``watermark``, ``label``, ``label_corner``, ``label_opacity``).
 
     Returns:
         :class:`AnimateResult` with the output path, duration, fps, frame count, per-stage
@@ -420,8 +440,13 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
         raise InvalidOption("nothing drives the portrait: give audio, text, a video or a "
                             "motion file")
     out = Path(output)
-    if out.suffix.lower() != ".mp4":
-        raise InvalidOption(f"the output must be an .mp4 file, got {out.name!r}")
+    from .media.writer import format_of
+
+    opts.output_format = format_of(out, opts.output_format)   # mp4, webm, mov or gif
+    from .safety.moderation import moderate
+
+    moderate(image=image, audio=audio, video=video, text=text, transcript=transcript,
+             prompt=prompt)
     if out.exists() and out.is_dir():
         raise InvalidOption(f"the output {str(out)!r} is a directory")
     if not out.parent.exists():
