@@ -104,7 +104,7 @@ def run_claimed(job: Job, *, store: JobStore, storage: LocalStorage, settings: S
     options = dict(params.pop("options", {}))
     options.setdefault("max_duration", settings.max_audio_seconds)
     options.setdefault("max_pixels", settings.max_pixels)
-    out = storage.result_path(job.id, job.attempts)
+    out = storage.result_path(job.id, job.attempts, ext=options.get("output_format") or "mp4")
     beat.start()
     try:
         inputs = {name: str(storage.path(rel)) for name, rel in job.inputs.items()}
