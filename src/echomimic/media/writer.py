@@ -393,7 +393,6 @@ class Mp4Writer:
             "height": self.out_height,
             "fps": float(self.fps),
             "audio": self._astream is not None,
-            "format": self.format,
         }
         return self.info
 
