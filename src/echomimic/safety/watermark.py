@@ -140,11 +140,15 @@ def scale_for(height: int, width: int) -> int:
     return SCALES[-1]
 
 
-def _luma(frame: np.ndarray) -> np.ndarray:
-    frame = np.asarray(frame)
-    if frame.ndim == 2:
-        return frame
-    return cv2.cvtColor(np.ascontiguousarray(frame[..., :3]), cv2.COLOR_RGB2GRAY)
+def _luma(frame: np.ndarray, side: int = 0) -> np.ndarray:
+    """The frame's grey levels; halved in size (an exact 2x2 average, which the area average of
+    :func:`_box_means` absorbs) while it stays at least four times the working square."""
+    img = np.asarray(frame)
+    while side and min(img.shape[:2]) >= 4 * side and not (img.shape[0] % 2 or img.shape[1] % 2):
+        img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if img.ndim == 2:
+        return img
+    return cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_RGB2GRAY)
 
 
 def _box_means(luma: np.ndarray, side: int) -> np.ndarray:
@@ -188,7 +192,7 @@ class Watermarker:
     def delta(self, frame: np.ndarray) -> np.ndarray:
         """The luma change for ``frame`` at the frame's size (float32)."""
         side = self.side
-        coefs = _coefficients(_luma(frame), side)
+        coefs = _coefficients(_luma(frame, side), side)
         u = coefs / STEP - self.key.dither - self.target
         change = (np.round(u) - u) * STEP * _GAIN
         nb = side // 8
@@ -207,9 +211,9 @@ class Watermarker:
         if frame.shape[:2] != (self.height, self.width):
             raise ValueError(f"expected a {self.width}x{self.height} frame, got "
                              f"{frame.shape[1]}x{frame.shape[0]}")
-        d = np.rint(self.delta(frame))
-        up = np.clip(d, 0, 255).astype(np.uint8)
-        down = np.clip(-d, 0, 255).astype(np.uint8)
+        d = self.delta(frame)
+        up = cv2.convertScaleAbs(cv2.max(d, 0.0))       # rounded, saturated to 0..255
+        down = cv2.convertScaleAbs(cv2.min(d, 0.0))
         up3 = cv2.cvtColor(up, cv2.COLOR_GRAY2RGB)
         down3 = cv2.cvtColor(down, cv2.COLOR_GRAY2RGB)
         return cv2.subtract(cv2.add(np.ascontiguousarray(frame), up3), down3)
@@ -243,13 +247,12 @@ def detect(frames: Iterable[np.ndarray], *, threshold: float = THRESHOLD) -> Wat
     sums: dict[int, np.ndarray] = {}
     count = 0
     for frame in frames:
-        luma = _luma(frame)
-        h, w = luma.shape[:2]
+        h, w = np.asarray(frame).shape[:2]
         for side in SCALES:
             if side > min(h, w):
                 continue
             key = _key(side)
-            u = _coefficients(luma, side) / STEP - key.dither
+            u = _coefficients(_luma(frame, side), side) / STEP - key.dither
             s = np.cos(2 * np.pi * u)
             sums[side] = sums.get(side, 0.0) + s
         count += 1
