@@ -26,6 +26,7 @@ from service_harness import service_env, start_api  # noqa: E402
 
 from echomimic.safety import read_label, verify  # noqa: E402
 from echomimic.safety.verify import read_tags  # noqa: E402
+from echomimic.safety.watermark import id_hash  # noqa: E402
 from echomimic.service.settings import Settings  # noqa: E402
 from echomimic.service.store import JobStore  # noqa: E402
 
@@ -146,6 +147,8 @@ def test_the_seed_request_verbatim(server, media, short_speech, tmp_path):
     info = _check_output(out, "mp4", short_speech.duration)
     assert (info["width"], info["height"]) == (1920, 1080)          # 2400x1350 capped to 1080p
     assert info["frames"] == done["result"]["n_frames"]
+    mark = verify(out).watermark                       # its payload names the job
+    assert mark.id_checked and mark.id_hash == f"{id_hash(done['task_id']):04x}", mark.to_dict()
 
 
 @pytest.mark.parametrize("mode", ["video_only", "mixed"])

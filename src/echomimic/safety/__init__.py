@@ -21,25 +21,26 @@ from ..errors import ContentRefused
 from .labels import CORNERS, VisibleLabel, check_label, content_label, read_label
 from .moderation import ModerationRequest, WordListModerator, moderate, moderators
 from .verify import Verification, verify
-from .watermark import Watermarker, WatermarkReading, detect
+from .watermark import Watermarker, WatermarkReading, current_job_id, detect, job_scope
 
 __all__ = ["content_label", "read_label", "VisibleLabel", "CORNERS", "check_label",
            "Watermarker", "WatermarkReading", "detect", "verify", "Verification",
            "moderate", "moderators", "ModerationRequest", "WordListModerator",
-           "ContentRefused", "frame_marker"]
+           "ContentRefused", "frame_marker", "job_scope"]
 
 
 def frame_marker(height: int, width: int, *, watermark: bool = True, label: str | None = None,
                  label_corner: str = "bottom-right", label_opacity: float = 0.8,
                  job_id: str | None = None) -> Callable[[np.ndarray], np.ndarray] | None:
     """What is done to every frame before encoding: the visible caption (when ``label`` is
-    given), then the invisible watermark (when ``watermark``). ``None`` when nothing is."""
+    given), then the invisible watermark (when ``watermark``; its payload carries ``job_id``,
+    by default the one of the enclosing :func:`job_scope`). ``None`` when nothing is."""
     steps: list[Callable[[np.ndarray], np.ndarray]] = []
     if label:
         steps.append(VisibleLabel(label, height, width, corner=label_corner,
                                   opacity=label_opacity))
     if watermark:
-        steps.append(Watermarker(height, width, job_id=job_id))
+        steps.append(Watermarker(height, width, job_id=job_id or current_job_id()))
     if not steps:
         return None
     if len(steps) == 1:

@@ -29,15 +29,17 @@ Everything is deterministic: the same frame gives the same watermarked frame.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
 
 __all__ = ["Watermarker", "WatermarkReading", "detect", "payload_bits", "id_hash",
-           "SCALES", "STEP", "THRESHOLD", "MAGIC"]
+           "job_scope", "current_job_id", "SCALES", "STEP", "THRESHOLD", "MAGIC"]
 
 #: Sides of the working squares, largest first; a frame uses the largest that a quarter of its
 #: size still holds (so that the pattern is coarse enough for a copy scaled to half size and
@@ -78,6 +80,26 @@ def id_hash(job_id: str | None) -> int:
     if not job_id:
         return 0
     return int.from_bytes(hashlib.sha256(str(job_id).encode("utf-8")).digest()[:2], "big")
+
+
+_JOB_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("echomimic_job_id",
+                                                                   default=None)
+
+
+@contextlib.contextmanager
+def job_scope(job_id: str | None) -> Iterator[None]:
+    """Within the block, videos made by this thread carry ``job_id``'s hash in their watermark
+    (the REST workers wrap each job in it)."""
+    token = _JOB_ID.set(job_id)
+    try:
+        yield
+    finally:
+        _JOB_ID.reset(token)
+
+
+def current_job_id() -> str | None:
+    """The job id of the enclosing :func:`job_scope`, if any."""
+    return _JOB_ID.get()
 
 
 def _crc8(data: bytes) -> int:

@@ -110,10 +110,13 @@ def run_claimed(job: Job, *, store: JobStore, storage: LocalStorage, settings: S
         inputs = {name: str(storage.path(rel)) for name, rel in job.inputs.items()}
         if "image" not in inputs:
             raise InvalidOption("the job has no image")
-        result = animate(inputs["image"], out, audio=inputs.get("audio"),
-                         video=inputs.get("video"), text=params.get("text"),
-                         transcript=params.get("transcript"), prompt=params.get("prompt"),
-                         progress=progress, **options)
+        from ..safety import job_scope
+
+        with job_scope(job.id):                  # the watermark carries the job id's hash
+            result = animate(inputs["image"], out, audio=inputs.get("audio"),
+                             video=inputs.get("video"), text=params.get("text"),
+                             transcript=params.get("transcript"), prompt=params.get("prompt"),
+                             progress=progress, **options)
     except LeaseLost:
         log.warning("job %s: lease lost, another worker runs it", job.id)
         return "lost"
