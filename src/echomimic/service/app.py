@@ -171,9 +171,14 @@ def seed_mode(mode: str, drivers: set[str]) -> str:
 
 
 def check_inputs(data: dict[str, bytes], params: dict[str, Any], settings: Settings) -> None:
-    """Decode every input and find the face, so that a job is only queued when it can run."""
+    """Moderate the job (``ContentRefused``), then decode every input and find the face, so
+    that a job is only queued when it can run."""
     from ..analysis import analyze_cached
     from ..media import load_audio, load_image, probe_video
+
+    moderate(image=data.get("image"), audio=data.get("audio"), video=data.get("video"),
+             text=params.get("text"), transcript=params.get("transcript"),
+             prompt=params.get("prompt"))
 
     rgb, digest = load_image(data["image"], max_pixels=settings.max_pixels)
     analyze_cached(rgb, content_hash=digest,
@@ -402,9 +407,6 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
             for name, url in urls.items():
                 data[name] = fetch(url, max_bytes=_limit(settings, name),
                                    timeout=settings.url_timeout, allow=allow)
-            moderate(image=data.get("image"), audio=data.get("audio"), video=data.get("video"),
-                     text=params.get("text"), transcript=params.get("transcript"),
-                     prompt=params.get("prompt"))      # 422 content_refused
             check_inputs(data, params, settings)
             return data
 
