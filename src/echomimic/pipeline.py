@@ -342,7 +342,8 @@ def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLi
     setup = time.perf_counter() - t0
     h, w = portrait.image.shape[:2]
     marker = frame_marker(h, w, watermark=bool(opts.watermark), label=opts.label,
-                          label_corner=opts.label_corner, label_opacity=float(opts.label_opacity))
+                          label_corner=opts.label_corner, label_opacity=float(opts.label_opacity),
+                          landmarks=portrait.landmarks)
     writer = Mp4Writer(output, w, h, float(opts.fps), audio=audio, crf=int(opts.crf), preset=opts.preset,
                        format=opts.output_format, metadata=content_label(watermark=bool(opts.watermark)),
                        frame_filter=marker)

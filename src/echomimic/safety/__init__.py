@@ -31,16 +31,19 @@ __all__ = ["content_label", "read_label", "VisibleLabel", "CORNERS", "check_labe
 
 def frame_marker(height: int, width: int, *, watermark: bool = True, label: str | None = None,
                  label_corner: str = "bottom-right", label_opacity: float = 0.8,
-                 job_id: str | None = None) -> Callable[[np.ndarray], np.ndarray] | None:
+                 job_id: str | None = None, landmarks: np.ndarray | None = None
+                 ) -> Callable[[np.ndarray], np.ndarray] | None:
     """What is done to every frame before encoding: the visible caption (when ``label`` is
     given), then the invisible watermark (when ``watermark``; its payload carries ``job_id``,
-    by default the one of the enclosing :func:`job_scope`). ``None`` when nothing is."""
+    by default the one of the enclosing :func:`job_scope`; it stays off the eyes and the mouth
+    of the face whose ``landmarks`` are given). ``None`` when nothing is."""
     steps: list[Callable[[np.ndarray], np.ndarray]] = []
     if label:
         steps.append(VisibleLabel(label, height, width, corner=label_corner,
                                   opacity=label_opacity))
     if watermark:
-        steps.append(Watermarker(height, width, job_id=job_id or current_job_id()))
+        steps.append(Watermarker(height, width, job_id=job_id or current_job_id(),
+                                 landmarks=landmarks))
     if not steps:
         return None
     if len(steps) == 1:

@@ -196,20 +196,50 @@ def _coefficients(luma: np.ndarray, side: int) -> np.ndarray:
     return np.stack([d[:, :, i, j] for i, j in _POSITIONS], -1).reshape(-1)
 
 
+#: Face-mesh landmarks around the eyes and the mouth (MediaPipe order): the watermark is kept
+#: off them, where a viewer and a landmark tracker look closest.
+_LEFT_EYE = (33, 133, 159, 145, 160, 144, 158, 153)
+_RIGHT_EYE = (263, 362, 386, 374, 385, 380, 387, 373)
+_MOUTH = (61, 291, 0, 17, 13, 14, 78, 308)
+
+
+def protect_weights(height: int, width: int, landmarks: np.ndarray | None) -> np.ndarray | None:
+    """A (height, width) float32 map, 0 over the eyes and the mouth of the face whose
+    face-mesh ``landmarks`` (478 x 2 or 3, pixels) are given, rising smoothly to 1 around them
+    (room for blinks, mouth opening and head motion). ``None`` without landmarks."""
+    if landmarks is None:
+        return None
+    pts = np.asarray(landmarks, np.float64)
+    if pts.ndim != 2 or pts.shape[0] < 468:
+        return None
+    eye = float(np.linalg.norm(pts[33, :2] - pts[263, :2])) or 1.0
+    yy, xx = np.mgrid[0:int(height), 0:int(width)].astype(np.float32)
+    weight = np.ones((int(height), int(width)), np.float32)
+    for ids, (rx, ry), drop in ((_LEFT_EYE, (0.32, 0.26), 0.0), (_RIGHT_EYE, (0.32, 0.26), 0.0),
+                                (_MOUTH, (0.45, 0.40), 0.12)):
+        cx, cy = pts[list(ids), 0].mean(), pts[list(ids), 1].mean() + drop * eye
+        r2 = ((xx - cx) / (rx * eye)) ** 2 + ((yy - cy) / (ry * eye)) ** 2
+        weight = np.minimum(weight, np.clip(r2 - 1.0, 0.0, 1.0))   # 0 inside, 1 from r = 1.41
+    return weight
+
+
 class Watermarker:
     """Adds the invisible watermark to RGB frames of one size.
 
     ``Watermarker(height, width, job_id=None).apply(frame)`` returns a new frame (the input is
-    not modified).
+    not modified). With the face-mesh ``landmarks`` of the portrait, the eyes and the mouth are
+    left untouched (see :func:`protect_weights`).
     """
 
-    def __init__(self, height: int, width: int, *, job_id: str | None = None):
+    def __init__(self, height: int, width: int, *, job_id: str | None = None,
+                 landmarks: np.ndarray | None = None):
         self.height, self.width = int(height), int(width)
         self.side = scale_for(self.height, self.width)
         self.key = _key(self.side)
         bits = payload_bits(job_id)
         self.target = bits[self.key.bit_of].astype(np.float64) / 2.0   # lattice offset 0 or 1/2
         self.job_id = job_id
+        self.weights = protect_weights(self.height, self.width, landmarks)
 
     def delta(self, frame: np.ndarray) -> np.ndarray:
         """The luma change for ``frame`` at the frame's size (float32)."""
@@ -225,7 +255,10 @@ class Watermarker:
         dblocks = np.einsum("ji,abjk,kl->abil", _T, dd, _T, optimize=True)
         dll = dblocks.transpose(0, 2, 1, 3).reshape(side // 2, side // 2)
         dc = np.repeat(np.repeat(dll / 2.0, 2, 0), 2, 1).astype(np.float32)
-        return cv2.resize(dc, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
+        d = cv2.resize(dc, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
+        if self.weights is not None:
+            d = cv2.multiply(d, self.weights)
+        return d
 
     def apply(self, frame: np.ndarray) -> np.ndarray:
         """``frame`` (H, W, 3) uint8 RGB with the watermark added (a new array)."""
