@@ -229,8 +229,8 @@ def _summary_line(result: Any, wall: float) -> str:
 def animate_cmd(
     image: Annotated[Path, typer.Option("--image", "-i", help="The portrait photo.",
                                         show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The mp4 to write.",
-                                         show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The video to write: .mp4, "
+                                         ".webm, .mov or .gif.", show_default=False)],
     audio: Annotated[Optional[Path], typer.Option(
         "--audio", "-a", help="Speech audio (any format FFmpeg reads).")] = None,
     text: Annotated[Optional[str], typer.Option(
@@ -574,6 +574,27 @@ def renderers_cmd(
         table.add_row(name, "yes" if info["available"] else "no", info["target"],
                       info.get("reason") or "")
     _console().print(table)
+
+
+@app.command("verify")
+@_handles_errors
+def verify_cmd(
+    video: Annotated[Path, typer.Argument(help="The video (or picture) to check.",
+                                          show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Say whether a video was made by echomimic: its AI-generated label (file tags) and its
+    invisible watermark (frames). Exit code 0: made here; 1: no mark found; 2: unreadable."""
+    from .errors import VideoError
+    from .safety import verify
+
+    _require_file(video, "video", VideoError)
+    found = verify(video)
+    if as_json:
+        _print_json(found.to_dict())
+    else:
+        sys.stdout.write(found.line() + "\n")
+    raise typer.Exit(0 if found.made_here else 1)
 
 
 @app.command("version")

@@ -73,3 +73,9 @@ class Cancelled(EchomimicError):
 
     code = "cancelled"
     http_status = 409
+
+
+class ContentRefused(EchomimicError):
+    """A moderation check refused the job's inputs or texts (see :mod:`echomimic.safety`)."""
+
+    code = "content_refused"

@@ -73,6 +73,11 @@ def _check_emotion(v: Any) -> None:
     check_emotion(v)          # the emotion's synonyms ("joy") are accepted there
 
 
+def _check_label(v: Any) -> None:
+    if v is not None and len(str(v)) > 80:
+        raise InvalidOption("label must be at most 80 characters")
+
+
 _PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
             "veryslow", "placebo")
 _SERVER = frozenset({"cli", "ui"})
@@ -148,6 +153,22 @@ OPTIONS: tuple[Option, ...] = (
                "label": "Video quality (CRF, lower is better)"}),
     Option("preset", str, "veryfast", "x264 speed preset.", choices=_PRESETS,
            ui={"group": "advanced", "widget": "dropdown", "label": "Encoder preset"}),
+    Option("output_format", str, None, "mp4 (H.264+AAC), webm (VP9+Opus), mov (H.264+AAC) or "
+           "gif (no sound); default: the output file's extension (mp4 on the service).",
+           choices=("mp4", "webm", "mov", "gif"), optional=True,
+           fronts=frozenset({"cli", "rest"})),
+    Option("watermark", bool, True, "Invisible watermark in the frames (--no-watermark: none; "
+           "the AI-generated label in the file's tags is always written).",
+           fronts=_SERVER, cli_flag="--watermark/--no-watermark",
+           ui={"group": "advanced", "widget": "checkbox", "label": "Invisible watermark"}),
+    Option("label", str, None, 'Visible caption in a corner of every frame, e.g. "AI-generated" '
+           "(at most 80 characters).", optional=True, check=_check_label,
+           ui={"group": "advanced", "widget": "text", "label": "Visible caption"}),
+    Option("label_corner", str, "bottom-right", "Corner of the visible caption.",
+           choices=("bottom-right", "bottom-left", "top-right", "top-left"),
+           ui={"group": "advanced", "widget": "dropdown", "label": "Caption corner"}),
+    Option("label_opacity", float, 0.8, "Opacity of the visible caption.", minimum=0, maximum=1,
+           ui={"group": "advanced", "widget": "slider", "step": 0.05, "label": "Caption opacity"}),
 )
 
 _BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

@@ -235,6 +235,7 @@ def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLi
     """Render ``track`` on ``portrait`` and encode it with ``audio`` to ``output``."""
     from .media import Mp4Writer
     from .render import get_renderer
+    from .safety import content_label, frame_marker
 
     t0 = time.perf_counter()
     cls = get_renderer(opts.renderer)
@@ -244,7 +245,12 @@ def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLi
                          progress=progress)
     setup = time.perf_counter() - t0
     h, w = portrait.image.shape[:2]
-    writer = Mp4Writer(output, w, h, float(opts.fps), audio=audio, crf=int(opts.crf), preset=opts.preset)
+    marker = frame_marker(h, w, watermark=bool(opts.watermark), label=opts.label,
+                          label_corner=opts.label_corner, label_opacity=float(opts.label_opacity),
+                          landmarks=portrait.landmarks)
+    writer = Mp4Writer(output, w, h, float(opts.fps), audio=audio, crf=int(opts.crf), preset=opts.preset,
+                       format=opts.output_format, metadata=content_label(watermark=bool(opts.watermark)),
+                       frame_filter=marker)
     # frame buffers that hold the photo; a renderer that can, writes only what moves into them
     pool: queue.Queue | None = None
     if hasattr(renderer, "render_into"):
@@ -301,7 +307,8 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
 
     Args:
         image: the portrait (path or bytes; PNG, JPEG, WebP, … recognised by content).
-        output: path of the mp4 to write (written atomically).
+        output: path of the video to write (written atomically); its extension (.mp4, .webm,
+            .mov, .gif) chooses the format unless ``output_format`` is given.
         audio: speech audio (path or bytes; any format FFmpeg decodes), or an ``Audio``.
         video: a driving video: its head and face motion is retargeted onto the portrait
             (``drive``, ``motion_scale``, ``relative``, ``loop``); with ``audio`` or ``text``
@@ -318,7 +325,8 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
         preview: where to save a contact sheet (PNG) of frames across the clip.
         progress: ``progress(stage, fraction)`` callback; raise ``Cancelled`` in it to stop.
         **options: see :class:`AnimateOptions` (fps, crop, size, max_side, seed, lang, voice,
-            rate, pitch, expression_scale, head_motion_scale, blink_rate, face_index, …).
+            rate, pitch, expression_scale, head_motion_scale, blink_rate, face_index, …;
+            ``output_format``, ``watermark``, ``label``, ``label_corner``, ``label_opacity``).
 
     Returns:
         :class:`AnimateResult` with the output path, duration, fps, frame count, per-stage
@@ -337,8 +345,13 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
         raise InvalidOption("nothing drives the portrait: give audio, text, a video or a "
                             "motion file")
     out = Path(output)
-    if out.suffix.lower() != ".mp4":
-        raise InvalidOption(f"the output must be an .mp4 file, got {out.name!r}")
+    from .media.writer import format_of
+
+    opts.output_format = format_of(out, opts.output_format)   # mp4, webm, mov or gif
+    from .safety.moderation import moderate
+
+    moderate(image=image, audio=audio, video=video, text=text, transcript=transcript,
+             prompt=prompt)
     if out.exists() and out.is_dir():
         raise InvalidOption(f"the output {str(out)!r} is a directory")
     if not out.parent.exists():

@@ -10,7 +10,7 @@ from .audio import iter_audio_chunks, load_audio, probe_audio, probe_duration
 from .image import load_image, resize_max_side, sniff_kind
 from .sheet import contact_sheet, save_png
 from .video import iter_video_frames, probe_video
-from .writer import Mp4Writer, fps_fraction
+from .writer import MEDIA_TYPES, OUTPUT_FORMATS, Mp4Writer, VideoWriter, format_of, fps_fraction
 
 __all__ = [
     "load_image",
@@ -21,6 +21,10 @@ __all__ = [
     "probe_audio",
     "iter_audio_chunks",
     "Mp4Writer",
+    "VideoWriter",
+    "OUTPUT_FORMATS",
+    "MEDIA_TYPES",
+    "format_of",
     "fps_fraction",
     "probe_video",
     "iter_video_frames",

@@ -1,4 +1,5 @@
-"""Streaming MP4 writer: H.264 (libx264, yuv420p) video and AAC audio, muxed as frames arrive.
+"""Streaming video writer: MP4 or MOV (H.264 + AAC), WebM (VP9 + Opus) or GIF (no sound),
+muxed as frames arrive.
 
 Frames go in one at a time; the audio track is decoded, resampled and encoded alongside, up to
 each video frame's end time, so neither the encoder nor libavformat's interleaver ever holds
@@ -8,6 +9,11 @@ or interrupted render never leaves a broken file at the destination path.
 
 Colour: RGB frames are converted to BT.709 limited-range yuv420p by libswscale and the stream is
 tagged BT.709, which is what players assume for HD content and what they honour when tagged.
+A GIF (for previews) gets one 256-colour palette, made from its first frame.
+
+Container metadata (``metadata``: tags such as the AI-generated label of
+:mod:`echomimic.safety`) is written in every format: as ``udta``/``mdta`` tags in MP4 and MOV,
+as Matroska tags in WebM, and as a comment extension in a GIF.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import os
 import tempfile
 from fractions import Fraction
-from typing import Iterator, Union
+from typing import Callable, Iterator, Mapping, Union
 
 import av
 import numpy as np
@@ -24,7 +30,40 @@ from ..errors import AudioError, InvalidOption
 from ..types import Audio
 from .audio import AudioSource, iter_audio_chunks, probe_audio
 
-__all__ = ["Mp4Writer", "fps_fraction", "X264_PRESETS"]
+__all__ = ["Mp4Writer", "VideoWriter", "fps_fraction", "X264_PRESETS", "OUTPUT_FORMATS",
+           "format_of", "MEDIA_TYPES"]
+
+#: Output formats: container, video codec, audio codec (None: no sound), pixel format.
+OUTPUT_FORMATS: dict[str, dict] = {
+    "mp4": {"container": "mp4", "video": "libx264", "audio": "aac", "pix_fmt": "yuv420p"},
+    "webm": {"container": "webm", "video": "libvpx-vp9", "audio": "libopus",
+             "pix_fmt": "yuv420p"},
+    "mov": {"container": "mov", "video": "libx264", "audio": "aac", "pix_fmt": "yuv420p"},
+    "gif": {"container": "gif", "video": "gif", "audio": None, "pix_fmt": "pal8"},
+}
+#: HTTP media type of each output format.
+MEDIA_TYPES = {"mp4": "video/mp4", "webm": "video/webm", "mov": "video/quicktime",
+               "gif": "image/gif"}
+
+
+def format_of(path: Union[str, "os.PathLike[str]"], output_format: str | None = None) -> str:
+    """The output format of ``path``: ``output_format`` when given (it must agree with the
+    file's extension), else the extension's. Raises :class:`InvalidOption` otherwise."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    choices = ", ".join(OUTPUT_FORMATS)
+    if output_format is not None:
+        fmt = str(output_format).strip().lower()
+        if fmt not in OUTPUT_FORMATS:
+            raise InvalidOption(f"output_format must be one of {choices}, got {output_format!r}")
+        if suffix and suffix != fmt:
+            raise InvalidOption(f"the output {os.path.basename(os.fspath(path))!r} does not end "
+                                f"in .{fmt}, the output_format")
+        return fmt
+    if suffix not in OUTPUT_FORMATS:
+        raise InvalidOption(f"the output must be a video file ending in "
+                            f"{', '.join('.' + f for f in OUTPUT_FORMATS)}; got "
+                            f"{os.path.basename(os.fspath(path))!r}")
+    return suffix
 
 # NTSC-style rates written as decimals by users, mapped to their exact values.
 #: x264 speed presets, fastest first.
@@ -97,6 +136,11 @@ class Mp4Writer:
         preset: x264 speed preset (``ultrafast`` ... ``veryslow``).
         audio_bitrate: AAC bit rate in bit/s.
         threads: encoder threads, 0 lets x264 decide (one per core, plus lookahead).
+        format: ``mp4`` (H.264 + AAC), ``webm`` (VP9 + Opus), ``mov`` (H.264 + AAC) or ``gif``
+            (no sound, 256 colours, for previews); default: from the file's extension, else mp4.
+        metadata: container tags written with the file (see the module's docstring).
+        frame_filter: called on every frame before it is encoded (it must return a new array of
+            the same shape, not change its argument): a visible label, a watermark.
 
     Raises:
         AudioError: the audio source cannot be read (raised here, before any frame is written).
@@ -115,8 +159,18 @@ class Mp4Writer:
         preset: str = "veryfast",
         audio_bitrate: int = 128000,
         threads: int = 0,
+        format: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        frame_filter: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         width, height = int(width), int(height)
+        self.format = format_of(path, format) if format is not None or os.path.splitext(
+            os.fspath(path))[1].lower().lstrip(".") in OUTPUT_FORMATS else "mp4"
+        self._spec = OUTPUT_FORMATS[self.format]
+        self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
+        self.frame_filter = frame_filter
+        if self._spec["audio"] is None:
+            audio = None                       # a GIF has no sound
         if preset not in X264_PRESETS:
             raise InvalidOption(f"preset must be one of {', '.join(X264_PRESETS)}, not {preset!r}")
         if not 0 <= int(crf) <= 51:
@@ -146,6 +200,8 @@ class Mp4Writer:
                 facts = probe_audio(audio)
                 src_rate, src_ch = facts["sample_rate"], facts["channels"]
             self._audio_rate = 44100 if src_rate and src_rate % 44100 == 0 else 48000
+            if self._spec["audio"] == "libopus":
+                self._audio_rate = 48000        # Opus runs at 48 kHz
             self._audio_channels = 2 if src_ch >= 2 else 1
 
         folder = os.path.dirname(os.path.abspath(self.path))
@@ -160,26 +216,41 @@ class Mp4Writer:
 
     # ------------------------------------------------------------------------------------
     def _open(self, *, crf: int, preset: str, audio_bitrate: int, threads: int) -> None:
-        self._container = av.open(self._tmp, mode="w", format="mp4",
-                                  options={"movflags": "+faststart"})
-        vs = self._container.add_stream("libx264", rate=self.fps)
+        spec = self._spec
+        options = ({"movflags": "+faststart+use_metadata_tags"}
+                   if spec["container"] in ("mp4", "mov") else {})
+        self._container = av.open(self._tmp, mode="w", format=spec["container"], options=options)
+        if spec["container"] != "gif":
+            self._container.metadata.update(self.metadata)
+        vs = self._container.add_stream(spec["video"], rate=self.fps)
         vs.width = self.out_width
         vs.height = self.out_height
-        vs.pix_fmt = "yuv420p"
+        vs.pix_fmt = spec["pix_fmt"]
         vs.time_base = 1 / self.fps
-        vs.codec_context.thread_count = max(0, int(threads))
-        vs.codec_context.color_range = 1        # MPEG (limited)
-        vs.codec_context.color_primaries = 1    # BT.709
-        vs.codec_context.color_trc = 1          # BT.709
-        vs.codec_context.colorspace = 1         # BT.709
-        vs.options = {"crf": str(int(crf)), "preset": str(preset)}
+        self._palette = None
+        if spec["video"] == "gif":
+            pass
+        else:
+            vs.codec_context.thread_count = max(0, int(threads))
+            vs.codec_context.color_range = 1        # MPEG (limited)
+            vs.codec_context.color_primaries = 1    # BT.709
+            vs.codec_context.color_trc = 1          # BT.709
+            vs.codec_context.colorspace = 1         # BT.709
+        if spec["video"] == "libx264":
+            vs.options = {"crf": str(int(crf)), "preset": str(preset)}
+        elif spec["video"] == "libvpx-vp9":
+            # constant quality; VP9's scale is 0-63 (x264's 20 is about VP9's 32)
+            vs.codec_context.bit_rate = 0
+            vs.options = {"crf": str(min(63, int(round(int(crf) * 1.6)))), "b": "0",
+                          "deadline": "realtime", "cpu-used": "8", "row-mt": "1"}
         self._vstream = vs
 
         self._astream = None
         self._chunks: Iterator[np.ndarray] | None = None
         if self._audio_src is not None:
             layout = "stereo" if self._audio_channels == 2 else "mono"
-            ast = self._container.add_stream("aac", rate=self._audio_rate, layout=layout)
+            ast = self._container.add_stream(self._spec["audio"], rate=self._audio_rate,
+                                             layout=layout)
             ast.bit_rate = int(audio_bitrate)
             ast.time_base = Fraction(1, self._audio_rate)
             self._astream = ast
@@ -218,17 +289,36 @@ class Mp4Writer:
                 f"expected a ({self.height}, {self.width}, 3) uint8 RGB frame, "
                 f"got {frame.shape} {frame.dtype}"
             )
+        if self.frame_filter is not None:
+            frame = self.frame_filter(frame)
         frame = np.ascontiguousarray(self._even(frame))
-        # Wrap the array without a copy; libswscale writes the yuv420p frame (BT.709, limited).
-        vf = av.VideoFrame.from_numpy_buffer(frame, format="rgb24")
-        vf = vf.reformat(format="yuv420p", src_colorspace="itu709", dst_colorspace="itu709",
-                         dst_color_range="MPEG", threads=1)
+        if self._spec["pix_fmt"] == "pal8":
+            vf = self._paletted(frame)
+        else:
+            # Wrap the array without a copy; libswscale writes the yuv420p frame (BT.709, limited).
+            vf = av.VideoFrame.from_numpy_buffer(frame, format="rgb24")
+            vf = vf.reformat(format="yuv420p", src_colorspace="itu709", dst_colorspace="itu709",
+                             dst_color_range="MPEG", threads=1)
         vf.pts = self.frames
         for packet in self._vstream.encode(vf):
             self._container.mux(packet)
         self.frames += 1
         if self._astream is not None:
             self._feed_audio(self._samples_at(self.frames))
+
+    def _paletted(self, frame: np.ndarray) -> "av.VideoFrame":
+        """A pal8 frame for the GIF encoder, on one palette made from the first frame."""
+        from PIL import Image
+
+        img = Image.fromarray(frame)
+        if self._palette is None:
+            self._palette = img.quantize(256, method=Image.Quantize.MEDIANCUT)
+        q = img.quantize(palette=self._palette, dither=Image.Dither.NONE)
+        rgb = np.zeros((256, 3), np.uint8)
+        pal = np.frombuffer(bytes(q.getpalette() or []), np.uint8)[:768].reshape(-1, 3)
+        rgb[:len(pal)] = pal
+        argb = np.concatenate([np.full((256, 1), 255, np.uint8), rgb], axis=1)
+        return av.VideoFrame.from_ndarray((np.asarray(q, np.uint8), argb), format="pal8")
 
     # ------------------------------------------------------------------------------------
     def _samples_at(self, n_frames: int) -> int:
@@ -287,6 +377,8 @@ class Mp4Writer:
                 self._container.mux(packet)
             self._container.close()
             self._close_audio_source()
+            if self._spec["container"] == "gif" and self.metadata:
+                _gif_add_comment(self._tmp, self.metadata)
             _chmod_default(self._tmp)
             os.replace(self._tmp, self.path)
         except BaseException:
@@ -334,3 +426,33 @@ class Mp4Writer:
                 self.abort()
         except Exception:
             pass
+
+
+#: The writer of every output format (the historical name says mp4).
+VideoWriter = Mp4Writer
+
+
+def gif_comment_text(metadata: Mapping[str, str]) -> str:
+    """The text of the comment extension that carries a GIF's tags: ``key=value`` lines."""
+    return "\n".join(f"{k}={' '.join(str(v).split())}" for k, v in metadata.items())
+
+
+def _gif_add_comment(path: str, metadata: Mapping[str, str]) -> None:
+    """Insert a comment extension (GIF89a) with the tags right after the global colour table,
+    where readers look for it (Pillow's ``info["comment"]``)."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if data[:6] not in (b"GIF89a", b"GIF87a") or len(data) < 13:
+        return
+    pos = 13
+    packed = data[10]
+    if packed & 0x80:
+        pos += 3 * (2 ** ((packed & 0x07) + 1))
+    text = gif_comment_text(metadata).encode("utf-8")
+    blocks = bytearray(b"\x21\xfe")
+    for i in range(0, len(text), 255):
+        chunk = text[i:i + 255]
+        blocks += bytes([len(chunk)]) + chunk
+    blocks += b"\x00"
+    with open(path, "wb") as fh:
+        fh.write(b"GIF89a" + data[6:pos] + bytes(blocks) + data[pos:])

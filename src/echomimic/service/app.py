@@ -27,7 +27,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import AudioTooLong, EchomimicError, InvalidOption
+from ..media.writer import MEDIA_TYPES
 from ..options import AnimateOptions, coerce, json_schema, options_for
+from ..safety.moderation import moderate
 from .errors import InputTooLarge, NotFound, NotReady, Unauthorized, UnsupportedMediaType
 from .settings import Settings
 from .retention import attach as attach_retention
@@ -51,7 +53,11 @@ SERVER_ONLY = {f.name for f in fields(AnimateOptions)} - set(OPTION_FIELDS)
 TEXT_FIELDS = {"text": 5000, "transcript": 20000, "prompt": 2000}
 RESOLUTIONS = {"512": {"crop": "face", "size": 512}, "720p": {"max_side": 1280},
                "1080p": {"max_side": 1920}, "original": {"max_side": 0}}
+RESOLUTIONS.update({"2160p": {"max_side": 3840}, "4k": {"max_side": 3840}})
 MODES = ("audio", "text", "video")
+#: The modes' documented names; ``audio`` and ``video`` stay as aliases (``video`` with speech
+#: is ``mixed``).
+SEED_MODES = ("audio_only", "video_only", "mixed", "text")
 _IDEMPOTENCY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
@@ -97,8 +103,11 @@ def build_params(fields_in: dict[str, Any], has: set[str]) -> dict[str, Any]:
     mode = fields_in.get("mode")
     if mode in (None, ""):
         mode = "video" if "video" in drivers else ("text" if "text" in drivers else "audio")
-    if mode not in MODES:
-        raise InvalidOption(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode in SEED_MODES:
+        mode = seed_mode(mode, drivers)
+    elif mode not in MODES:
+        raise InvalidOption(f"mode must be one of {', '.join(SEED_MODES + ('audio', 'video'))}, "
+                            f"got {mode!r}")
     if mode not in drivers:
         raise InvalidOption(f"mode {mode!r} needs the {mode} input" if mode != "text"
                             else "mode 'text' needs the text field")
@@ -114,10 +123,44 @@ def build_params(fields_in: dict[str, Any], has: set[str]) -> dict[str, Any]:
     return params
 
 
+def seed_mode(mode: str, drivers: set[str]) -> str:
+    """Check the inputs of a mode given by its documented name; returns the driver it needs.
+
+    ``audio_only``: speech audio, no video; ``video_only``: a video and no speech; ``mixed``:
+    the lips from the audio, the rest from the video (both needed); ``text``: text to speak.
+    """
+    if mode == "mixed":
+        missing = [d for d in ("audio", "video") if d not in drivers]
+        if missing:
+            raise InvalidOption(f"mode 'mixed' takes the lips from the audio and the rest from "
+                                f"the video: give both (missing: {' and '.join(missing)})")
+        return "video"
+    if mode == "audio_only":
+        if "video" in drivers:
+            raise InvalidOption("mode 'audio_only' takes no video; use mode 'mixed' for lips "
+                                "from the audio and the rest from the video")
+        if "audio" not in drivers:
+            raise InvalidOption("mode 'audio_only' needs the audio input (audio or audio_url)")
+        return "audio"
+    if mode == "video_only":
+        if drivers & {"audio", "text"}:
+            raise InvalidOption("mode 'video_only' takes no audio or text; use mode 'mixed' for "
+                                "lips from the audio and the rest from the video")
+        if "video" not in drivers:
+            raise InvalidOption("mode 'video_only' needs the video input (video or video_url)")
+        return "video"
+    return mode
+
+
 def check_inputs(data: dict[str, bytes], params: dict[str, Any], settings: Settings) -> None:
-    """Decode every input and find the face, so that a job is only queued when it can run."""
+    """Moderate the job (``ContentRefused``), then decode every input and find the face, so
+    that a job is only queued when it can run."""
     from ..analysis import analyze_cached
     from ..media import load_audio, load_image, probe_video
+
+    moderate(image=data.get("image"), audio=data.get("audio"), video=data.get("video"),
+             text=params.get("text"), transcript=params.get("transcript"),
+             prompt=params.get("prompt"))
 
     rgb, digest = load_image(data["image"], max_pixels=settings.max_pixels)
     analyze_cached(rgb, content_hash=digest,
@@ -169,7 +212,7 @@ def _openapi_body() -> dict[str, Any]:
     props: dict[str, Any] = {name: json_schema(opt) for name, opt in OPTION_FIELDS.items()}
     for name in TEXT_FIELDS:
         props[name] = {"type": "string", "maxLength": TEXT_FIELDS[name]}
-    props["mode"] = {"type": "string", "enum": list(MODES)}
+    props["mode"] = {"type": "string", "enum": list(SEED_MODES) + ["audio", "video"]}
     props["model_version"] = {"type": "string", "description": "a version of the renderer "
                               "(GET /api/v1/models); default: its newest"}
     props["resolution"] = {"type": "string", "enum": list(RESOLUTIONS)}
@@ -430,7 +473,7 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     @app.get(f"{API}/task/{{task_id}}/result", name="task_result",
              summary="The video (supports HTTP range requests); with the `expires` and `sig` of "
                      "a signed `result_url`, no API key is needed until it expires",
-             responses={200: {"content": {"video/mp4": {}}}})
+             responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}})
     def task_result(task_id: str, request: Request, expires: str | None = None,
                     sig: str | None = None):
         if expires is None and sig is None:
@@ -445,7 +488,9 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
         path = storage.path(job.result)
         if not path.is_file():
             raise NotFound(f"the video of task {task_id} is no longer stored")
-        return FileResponse(path, media_type="video/mp4", filename=f"{task_id}.mp4")
+        ext = path.suffix.lstrip(".").lower()
+        return FileResponse(path, media_type=MEDIA_TYPES.get(ext, "video/mp4"),
+                            filename=f"{task_id}.{ext}")
 
     @app.delete(f"{API}/task/{{task_id}}", summary="Cancel a job")
     def cancel_task(task_id: str, request: Request, who: str = Depends(owner)):

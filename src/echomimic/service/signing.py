@@ -128,6 +128,6 @@ def result_url(job: "Job", request: "Request") -> str | None:
     storage = state.storage
     if getattr(storage, "remote", False):
         return storage.presigned_url(job.result, state.settings.result_url_ttl,
-                                     filename=f"{job.id}.mp4")
+                                     filename=f"{job.id}.{job.result.rsplit('.', 1)[-1]}")
     params = signer_of(state).sign(job.id)
     return str(request.url_for("task_result", task_id=job.id).include_query_params(**params))

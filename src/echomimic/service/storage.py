@@ -39,13 +39,27 @@ log = logging.getLogger("echomimic.service.storage")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 INPUT_NAMES = ("image", "audio", "video")
 #: every stored name: an input or the result of one run of a job
-_STORED_NAME = re.compile(r"^jobs/([0-9a-f]{32})/(input\.(?:image|audio|video)|result\.[0-9]{1,6}\.mp4)$")
+_STORED_NAME = re.compile(r"^jobs/([0-9a-f]{32})/(input\.(?:image|audio|video)|result\.[0-9]{1,6}\.(?:mp4|webm|mov|gif))$")
 
 
 def _check_job_id(job_id: str) -> str:
     if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
         raise ValueError(f"not a job id: {job_id!r}")
     return job_id
+
+
+def _result_ext(ext: str) -> str:
+    ext = str(ext or "mp4").lower()
+    if ext not in ("mp4", "webm", "mov", "gif"):
+        raise ValueError(f"not an output format: {ext!r}")
+    return ext
+
+
+def _media_type(relative: str) -> str:
+    """The HTTP media type of a stored result, from its extension."""
+    from ..media.writer import MEDIA_TYPES
+
+    return MEDIA_TYPES.get(str(relative).rsplit(".", 1)[-1].lower(), "video/mp4")
 
 
 def check_relative(relative: str) -> str:
@@ -63,7 +77,7 @@ class Storage(Protocol):
 
     def save_input(self, job_id: str, name: str, data: bytes) -> str: ...
     def path(self, relative: str) -> Path: ...
-    def result_path(self, job_id: str, attempt: int) -> Path: ...
+    def result_path(self, job_id: str, attempt: int, ext: str = "mp4") -> Path: ...
     def relative(self, path: Path) -> str: ...
     def exists(self, relative: str) -> bool: ...
     def delete_job(self, job_id: str) -> None: ...
@@ -108,12 +122,13 @@ class LocalStorage:
             raise ValueError(f"outside the storage folder: {relative!r}")
         return p
 
-    def result_path(self, job_id: str, attempt: int) -> Path:
+    def result_path(self, job_id: str, attempt: int, ext: str = "mp4") -> Path:
         """Where run ``attempt`` of a job writes its video (one file per attempt, so a worker
-        that lost its lease never overwrites the result of the run that kept it)."""
+        that lost its lease never overwrites the result of the run that kept it); ``ext`` is
+        the output format (mp4, webm, mov, gif)."""
         folder = self.job_dir(job_id)
         folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"result.{int(attempt)}.mp4"
+        return folder / f"result.{int(attempt)}.{_result_ext(ext)}"
 
     def relative(self, path: Path) -> str:
         """The stored name of a file under the root."""
@@ -233,11 +248,12 @@ class S3Storage:
             raise
         return local
 
-    def result_path(self, job_id: str, attempt: int) -> Path:
+    def result_path(self, job_id: str, attempt: int, ext: str = "mp4") -> Path:
         """A local file for run ``attempt`` of a job to write its video to (uploaded by
         :meth:`relative`)."""
         self._prune_cache()
-        local = self._local(f"jobs/{_check_job_id(job_id)}/result.{int(attempt)}.mp4")
+        local = self._local(f"jobs/{_check_job_id(job_id)}/result.{int(attempt)}."
+                            f"{_result_ext(ext)}")
         local.parent.mkdir(parents=True, exist_ok=True)
         return local
 
@@ -251,7 +267,7 @@ class S3Storage:
             raise ValueError(f"not a file of the storage cache: {path!s}") from None
         if local.is_file():
             self.client.upload_file(str(local), self.bucket, self.key(rel),
-                                    ExtraArgs={"ContentType": "video/mp4"})
+                                    ExtraArgs={"ContentType": _media_type(rel)})
             shutil.rmtree(local.parent, ignore_errors=True)
         return rel
 
@@ -296,7 +312,8 @@ class S3Storage:
 
     def presigned_url(self, relative: str, expires_in: float, filename: str | None = None) -> str:
         """A URL that downloads the object without credentials for ``expires_in`` seconds."""
-        params = {"Bucket": self.bucket, "Key": self.key(relative), "ResponseContentType": "video/mp4"}
+        params = {"Bucket": self.bucket, "Key": self.key(relative),
+                  "ResponseContentType": _media_type(relative)}
         if filename:
             safe = re.sub(r"[^A-Za-z0-9._-]", "_", filename)
             params["ResponseContentDisposition"] = f'attachment; filename="{safe}"'

@@ -104,16 +104,19 @@ def run_claimed(job: Job, *, store: JobStore, storage: LocalStorage, settings: S
     options = dict(params.pop("options", {}))
     options.setdefault("max_duration", settings.max_audio_seconds)
     options.setdefault("max_pixels", settings.max_pixels)
-    out = storage.result_path(job.id, job.attempts)
+    out = storage.result_path(job.id, job.attempts, ext=options.get("output_format") or "mp4")
     beat.start()
     try:
         inputs = {name: str(storage.path(rel)) for name, rel in job.inputs.items()}
         if "image" not in inputs:
             raise InvalidOption("the job has no image")
-        result = animate(inputs["image"], out, audio=inputs.get("audio"),
-                         video=inputs.get("video"), text=params.get("text"),
-                         transcript=params.get("transcript"), prompt=params.get("prompt"),
-                         progress=progress, **options)
+        from ..safety import job_scope
+
+        with job_scope(job.id):                  # the watermark carries the job id's hash
+            result = animate(inputs["image"], out, audio=inputs.get("audio"),
+                             video=inputs.get("video"), text=params.get("text"),
+                             transcript=params.get("transcript"), prompt=params.get("prompt"),
+                             progress=progress, **options)
     except LeaseLost:
         log.warning("job %s: lease lost, another worker runs it", job.id)
         return "lost"
