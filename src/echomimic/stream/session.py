@@ -315,6 +315,8 @@ class Stream:
         self._phones: list[tuple[float, float, str]] = []   # absolute seconds (intake clock)
         self._speech_marks: list[tuple[int, int]] = []      # (start, end) absolute samples
         self._last_real = -1       # last absolute sample taken from real input
+        self._input_end = 0        # absolute end of the input taken (silence pushed included)
+        self._got_last = 0
 
         # input --------------------------------------------------------------------------
         self._fifo: collections.deque[_Segment] = collections.deque()
@@ -564,6 +566,7 @@ class Stream:
             self._buffered -= got
             if got:
                 self._cv.notify_all()
+        self._got_last = got
         return out, got > 0, wall
 
     def _silence_after(self, start: int) -> None:
@@ -585,6 +588,7 @@ class Stream:
             self._emit(Event("interrupted", self.out_pos / SAMPLE_RATE))
         self._hist = np.concatenate([self._hist, x])
         if real:
+            self._input_end = self.intake + self._got_last
             nz = np.flatnonzero(np.abs(x) > _SILENT_PEAK)
             if nz.size:
                 self._last_real = self.intake + int(nz[-1])
@@ -707,8 +711,7 @@ class Stream:
                     if self._closed:
                         break
                     drained = not self._fifo
-                    if drained and self._ended and self.out_pos > self._last_real + 1 \
-                            and self.out_pos >= self.intake - self.delay \
+                    if drained and self._ended and self.out_pos >= self._input_end \
                             and self.out_pos >= int(0.2 * SAMPLE_RATE) + self._last_real:
                         break
                     if not self.realtime and drained and not self._ended:
