@@ -56,7 +56,7 @@ TICK = 0.02
 #: Default analysis lookahead past a frame's interval (seconds); at most 0.08.
 LOOKAHEAD = 0.08
 #: Default analysis context before a frame (seconds).
-CONTEXT = 0.4
+CONTEXT = 0.3
 #: Seconds of idle life made once and played back and forth.
 IDLE_LOOP = 60.0
 #: Most seconds of audio waiting in the FIFO (push_audio blocks, or fails without blocking).
@@ -718,26 +718,35 @@ class Stream:
                         self._cv.wait(0.1)
                         continue
                 if self.realtime:
-                    due = t_start + (self.intake + self._tick) / SAMPLE_RATE
-                    wait = due - time.perf_counter()
-                    if wait > 0:
+                    # every tick the wall clock has reached: audio never waits for pictures
+                    ticks = int((time.perf_counter() - t_start) * SAMPLE_RATE) // self._tick \
+                        - self.intake // self._tick
+                    if ticks <= 0:
+                        due = t_start + (self.intake + self._tick) / SAMPLE_RATE
                         with self._cv:
-                            self._cv.wait(wait)
-                            if self._closed:
-                                break
+                            self._cv.wait(max(0.0, due - time.perf_counter()))
                         continue
-                self._advance()
-                while self._frame_due(self.next_frame):
-                    i = self.next_frame
-                    self.next_frame += 1
-                    if self.realtime and self._frame_due(self.next_frame):
-                        self.stats["frames_dropped"] += 1   # a newer frame is due already
-                        continue
+                    if ticks > 1:
+                        self.stats["ticks_late"] = self.stats.get("ticks_late", 0) + ticks - 1
+                    for _ in range(ticks):
+                        self._advance()
+                else:
+                    self._advance()
+                # the newest frame now due is rendered; older ones still waiting are dropped
+                last = self.next_frame - 1
+                while self._frame_due(last + 1):
+                    last += 1
+                if last >= self.next_frame:
                     if self.realtime:
-                        lag = time.perf_counter() - (t_start + (self.intake / SAMPLE_RATE))
-                        if lag > 1.0 / self.fps:
-                            self.stats["frames_late"] += 1
-                    self._render(i)
+                        self.stats["frames_dropped"] += last - self.next_frame
+                        self.next_frame = last
+                    while self.next_frame <= last:
+                        i = self.next_frame
+                        self.next_frame += 1
+                        self._render(i)
+                    if self.realtime and time.perf_counter() - t_start > \
+                            (self.intake + self._tick) / SAMPLE_RATE:
+                        self.stats["frames_late"] += 1      # it took past the next tick
         except BaseException as exc:  # surfaced through .error and an event
             self.error = exc
             log.exception("stream engine failed")

@@ -183,20 +183,27 @@ def _tracks():
 
         kind = "video"
 
-        def __init__(self, stream: Stream, shared: SharedH264 | None):
+        def __init__(self, stream: Stream):
             super().__init__()
             self.stream = stream
-            self.shared = shared
+            self.shared = None
             self.sub = None
             self.key = self.q = None
+
+        def use(self, shared: SharedH264 | None) -> None:
+            """Packets of the shared H.264 encoding, or frames (``None``) for aiortc's VP8."""
+            self.shared = shared
+            loop = asyncio.get_running_loop()
             if shared is not None:
-                self.key, self.q = shared.add_viewer(asyncio.get_running_loop())
+                self.key, self.q = shared.add_viewer(loop)
             else:
-                self.sub = stream.subscribe(("video",), maxsize=30, loop=asyncio.get_running_loop())
+                self.sub = self.stream.subscribe(("video",), maxsize=30, loop=loop)
 
         async def recv(self):
             import av
 
+            while self.q is None and self.sub is None:     # use() comes with the answer
+                await asyncio.sleep(0.01)
             if self.q is not None:
                 packet = await self.q.get()
                 if packet is None:
@@ -258,24 +265,25 @@ class WebRtcOutput:
         self.pcs.add(pc)
         AudioTrack, VideoTrack = _tracks()
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=type_))
-            kinds = {t.kind for t in pc.getTransceivers()}
-            codec = None
+            kinds = set(re.findall(r"^m=(audio|video) ", sdp, re.M))
+            video = None
             if "video" in kinds:
-                codec = "H264" if re.search(r"^a=rtpmap:\d+ H264/", sdp, re.M | re.I) else "VP8"
+                # the transceiver exists before the offer is applied, so that its codec
+                # preferences (H.264 first, VP8 next) decide the answer
+                video = VideoTrack(self.stream)
+                tr = pc.addTransceiver(video, direction="sendonly")
                 caps = RTCRtpSender.getCapabilities("video").codecs
-                prefs = ([c for c in caps if c.mimeType == "video/H264"]
-                         + [c for c in caps if c.mimeType == "video/VP8"]
-                         + [c for c in caps if c.mimeType == "video/rtx"])
-                for t in pc.getTransceivers():
-                    if t.kind == "video":
-                        t.setCodecPreferences(prefs)
-                pc.addTrack(VideoTrack(self.stream, self.shared() if codec == "H264" else None))
+                tr.setCodecPreferences([c for c in caps if c.mimeType == "video/H264"]
+                                       + [c for c in caps if c.mimeType == "video/VP8"]
+                                       + [c for c in caps if c.mimeType == "video/rtx"])
             if "audio" in kinds:
-                pc.addTrack(AudioTrack(self.stream))
+                pc.addTransceiver(AudioTrack(self.stream), direction="sendonly")
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=type_))
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
-            codec = _video_codec_of(pc.localDescription.sdp) or codec
+            codec = _video_codec_of(pc.localDescription.sdp)
+            if video is not None:      # before the first recv(): ICE has not even started
+                video.use(self.shared() if codec == "H264" else None)
         except Exception:
             await self._drop(pc)
             raise
