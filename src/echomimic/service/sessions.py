@@ -62,6 +62,28 @@ WS_NOT_FOUND = 4404
 
 router = APIRouter()
 
+_STATIC = {"live.html": "text/html; charset=utf-8", "live.js": "text/javascript; charset=utf-8"}
+
+
+@router.get("/live", include_in_schema=False)
+def live_page():
+    """The live page: pick a photo, open a session, type or speak, watch and hear it."""
+    return _static("live.html")
+
+
+@router.get("/live.js", include_in_schema=False)
+def live_script():
+    return _static("live.js")
+
+
+def _static(name: str):
+    from importlib import resources
+
+    from fastapi.responses import Response
+
+    data = resources.files("echomimic.stream").joinpath("static", name).read_bytes()
+    return Response(data, media_type=_STATIC[name], headers={"Cache-Control": "no-cache"})
+
 
 class TooManySessions(EchomimicError):
     code = "too_many_sessions"
