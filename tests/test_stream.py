@@ -442,3 +442,19 @@ def test_rtmp_push_to_a_local_listener(photo, speech_pcm, tmp_path):
     assert v.size >= 70 and a.size >= 100
     assert np.all(np.diff(v) > 0) and np.all(np.diff(a) > 0)
     assert abs(v[-1] - a[-1]) < 0.3                  # the tracks end together
+
+
+def test_live_page_is_served_and_loads_nothing_from_elsewhere(server):
+    import re
+
+    import httpx
+
+    page = httpx.get(f"{server.base}/live", timeout=10)
+    script = httpx.get(f"{server.base}/live.js", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert '<script src="live.js">' in page.text and "<video" in page.text
+    for text in (page.text, script.text):
+        assert not re.search(r"(src|href)=\"(https?:)?//", text)     # nothing from elsewhere
+        assert "stun:" not in text and "turn:" not in text
+    assert "iceServers: []" in script.text and '"/api/v1"' in script.text

@@ -112,8 +112,11 @@ def _offset_ms(col: _Collector, fps: float) -> float | None:
 def run_stream_bench(*, minutes: float = 1.0, size: int = 512, fps: float = 25.0,
                      utterances: int = 10, max_sessions: int = 4,
                      log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    import os
+
     photo = _photo()
-    report: dict[str, Any] = {"size": size, "fps": fps}
+    report: dict[str, Any] = {"size": size, "fps": fps, "cpus": os.cpu_count(),
+                              "load_average_at_start": [round(v, 1) for v in os.getloadavg()]}
     speech = _speech(4.0)
 
     # 1. latency, offset, mouth closing, late/dropped: one real-time session, utterances with
@@ -141,7 +144,17 @@ def run_stream_bench(*, minutes: float = 1.0, size: int = 512, fps: float = 25.0
                                              max(1, st["frames_sent"] + st["frames_dropped"]), 3)}
     report["render_ms_mean"] = round(st["render_ms_mean"], 2)
     report["analysis_ms_mean"] = round(st["analysis_ms_mean"], 2)
-    # mouth-closed delay: per utterance, from the last loud sample to the first shut frame
+    # mouth-closed delay, per utterance, from the last loud sample to the first shut frame:
+    # a property of the stages, not of the CPU, so it is measured on an offline session
+    # (every frame rendered) fed the same utterances with silences between them
+    s = Stream(photo, realtime=False, crop="face", size=size, fps=fps)
+    col = _Collector(s)
+    for _ in range(min(utterances, 5)):
+        s.push_audio(speech.tobytes(), SAMPLE_RATE)
+        s.push_audio(np.zeros(SAMPLE_RATE, np.int16).tobytes(), SAMPLE_RATE)
+    s.end()
+    col.join(600)
+    s.close()
     x = np.concatenate([a[2] for a in col.audio]) if col.audio else np.zeros(0, np.int16)
     loud = np.abs(x.astype(np.int32)) > 500
     frames = np.array([(f[1], f[2], f[3]) for f in col.frames]) if col.frames else np.zeros((0, 3))
@@ -158,6 +171,7 @@ def run_stream_bench(*, minutes: float = 1.0, size: int = 512, fps: float = 25.0
             if shut.size:
                 delays.append(1000.0 * max(0.0, shut[0, 0] / fps - t_end))
     report["mouth_closed_after_speech_ms"] = _pct(delays)
+    report["audio_to_mouth_offset_ms_offline"] = _offset_ms(col, fps)
 
     # 2. interrupt latency
     log("interrupts")
@@ -217,6 +231,7 @@ def run_stream_bench(*, minutes: float = 1.0, size: int = 512, fps: float = 25.0
         else:
             break
     report["concurrent"] = {"max_sessions_holding_fps": held, "runs": results}
+    report["load_average_at_end"] = [round(v, 1) for v in os.getloadavg()]
     return report
 
 
@@ -224,9 +239,11 @@ def format_stream_report(r: dict[str, Any]) -> str:
     def p(d):
         return "n/a" if not d else f"p50 {d['p50']} ms, p95 {d['p95']} ms (n={d['n']})"
 
-    lines = [f"live session, {r['size']}x{r['size']} at {r['fps']:g} fps",
+    lines = [f"live session, {r['size']}x{r['size']} at {r['fps']:g} fps on {r['cpus']} CPUs "
+             f"(load average {r['load_average_at_start']} -> {r.get('load_average_at_end')})",
              f"  first-frame latency      {p(r.get('first_frame_latency_ms'))}",
-             f"  audio-to-mouth offset    {r.get('audio_to_mouth_offset_ms')} ms (negative: mouth first)",
+             f"  audio-to-mouth offset    {r.get('audio_to_mouth_offset_ms')} ms live, "
+             f"{r.get('audio_to_mouth_offset_ms_offline')} ms offline (negative: mouth first)",
              f"  mouth shut after speech  {p(r.get('mouth_closed_after_speech_ms'))}",
              f"  interrupt latency        {p(r.get('interrupt_latency_ms'))}",
              f"  frames                   {r.get('frames')}",
