@@ -122,6 +122,17 @@ def test_interrupt_silences_audio_and_mouth(photo, speech_pcm):
     assert any(isinstance(e, Event) and e.type == "interrupted" for e in items)
 
 
+def test_a_subscriber_that_stops_reading_is_closed_not_buffered(photo):
+    with Stream(photo, realtime=True, crop="face", size=128) as s:
+        stalled = s.subscribe(maxsize=20)              # never read
+        reader = s.subscribe(("video",))
+        frames = [reader.get(timeout=10) for _ in range(30)]   # the session goes on
+        wait_for(lambda: stalled.overflowed, 10, "the stalled subscriber to be closed")
+        assert stalled.q.qsize() <= 21                   # 20 items and the end marker
+        assert s.stats["subscribers_closed_slow"] == 1
+        assert frames[-1].index > frames[0].index and not s.closed
+
+
 # ------------------------------------------------------------------------------------------------
 # the service: in-process server on 127.0.0.1
 # ------------------------------------------------------------------------------------------------
@@ -458,3 +469,16 @@ def test_live_page_is_served_and_loads_nothing_from_elsewhere(server):
         assert not re.search(r"(src|href)=\"(https?:)?//", text)     # nothing from elsewhere
         assert "stun:" not in text and "turn:" not in text
     assert "iceServers: []" in script.text and '"/api/v1"' in script.text
+
+
+def test_metrics_export_live_sessions(server, photo):
+    import httpx
+
+    sid = _open(server, photo, size=128)["session_id"]
+    try:
+        text = httpx.get(f"{server.base}/metrics", timeout=10).text
+        assert "echomimic_live_sessions 1.0" in text
+        assert 'echomimic_live_frames_total{kind="dropped"}' in text
+        assert "echomimic_live_first_frame_latency_seconds_count" in text
+    finally:
+        _close(server, sid)

@@ -435,6 +435,6 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     def metrics():
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    from .sessions import router as sessions_router     # live sessions (docs/streaming.md)
-    app.include_router(sessions_router)
+    from .sessions import attach as attach_sessions     # live sessions (docs/streaming.md)
+    attach_sessions(app)
     return app

@@ -108,6 +108,7 @@ class SessionManager:
     def __init__(self, max_sessions: int, idle_s: float):
         self.max_sessions, self.idle_s = int(max_sessions), float(idle_s)
         self.sessions: dict[str, LiveSession] = {}
+        self.ended: dict[str, Any] = {}
         self.lock = threading.Lock()
 
     def count(self, owner: str | None = None) -> int:
@@ -123,7 +124,14 @@ class SessionManager:
 
     async def end(self, s: LiveSession) -> None:
         with self.lock:
-            self.sessions.pop(s.id, None)
+            if self.sessions.pop(s.id, None) is not None:
+                st = s.stream.stats
+                for k in ("frames_sent", "frames_dropped", "frames_late"):
+                    self.ended[k] = self.ended.get(k, 0) + st[k]
+                self.ended.setdefault("latency", []).extend(st["first_frame_latency_ms"])
+                self.ended.setdefault("interrupt", []).extend(st["interrupt_latency_ms"])
+                for k in ("latency", "interrupt"):
+                    del self.ended[k][:-10000]
         if s.webrtc is not None:
             await s.webrtc.close()
         if s.rtmp is not None:
@@ -141,6 +149,48 @@ class SessionManager:
                 s.last_active = now
             if s.stream.closed or now - s.last_active > self.idle_s:
                 await self.end(s)
+
+
+class SessionMetrics:
+    """Prometheus figures of the live sessions: how many, frames sent / dropped / late (totals
+    over ended and running sessions), first-frame and interrupt latency (summaries)."""
+
+    def __init__(self, mgr: SessionManager):
+        self.mgr = mgr
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+
+        with self.mgr.lock:
+            streams = [s.stream for s in self.mgr.sessions.values()]
+            totals = dict(self.mgr.ended)
+        lat, intr = list(totals.pop("latency", [])), list(totals.pop("interrupt", []))
+        for st in streams:
+            stats = st.stats
+            for k in ("frames_sent", "frames_dropped", "frames_late"):
+                totals[k] = totals.get(k, 0) + stats[k]
+            lat += stats["first_frame_latency_ms"]
+            intr += stats["interrupt_latency_ms"]
+        yield GaugeMetricFamily("echomimic_live_sessions", "Live sessions open",
+                                value=len(streams))
+        frames = CounterMetricFamily("echomimic_live_frames", "Frames of live sessions",
+                                     labels=["kind"])
+        for k in ("sent", "dropped", "late"):
+            frames.add_metric([k], totals.get(f"frames_{k}", 0))
+        yield frames
+        for name, values, what in (("first_frame_latency", lat, "first audio chunk to its first frame"),
+                                   ("interrupt_latency", intr, "interrupt to the first silent frame")):
+            yield SummaryMetricFamily(f"echomimic_live_{name}_seconds", f"Live sessions: {what}",
+                                      count_value=len(values),
+                                      sum_value=sum(values) / 1000.0)
+
+
+def attach(app) -> None:
+    """Add the live-session routes and metrics to the service's app."""
+    app.include_router(router)
+    registry = getattr(app.state, "metrics_registry", None)
+    if registry is not None:
+        registry.register(SessionMetrics(manager(app)))
 
 
 def manager(app) -> SessionManager:
@@ -474,4 +524,4 @@ async def session_input(ws: WebSocket, sid: str):
             pass
 
 
-__all__ = ["router", "SessionManager", "session_options"]
+__all__ = ["attach", "router", "SessionManager", "SessionMetrics", "session_options"]

@@ -166,7 +166,7 @@ class Subscription:
             self.overflowed = True
             self.close()
 
-    def _end_marker(self) -> None:
+    def _end_marker(self, block: bool = False) -> None:
         if self.aq is not None:
             try:
                 self.loop.call_soon_threadsafe(self.aq.put_nowait, None)
@@ -174,7 +174,7 @@ class Subscription:
                 pass
             return
         try:
-            self.q.put(None, timeout=1.0)
+            self.q.put(None, block=block, timeout=10.0 if block else None)
         except queue.Full:
             try:                       # make room for the end marker
                 self.q.get_nowait()
@@ -536,7 +536,7 @@ class Stream:
             self._subs.clear()
         for sub in subs:
             sub.closed = True
-            sub._end_marker()
+            sub._end_marker(block=not self.realtime)   # offline: every item is delivered
 
     # ------------------------------------------------------------------------------------
     # the engine
