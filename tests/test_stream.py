@@ -482,3 +482,25 @@ def test_metrics_export_live_sessions(server, photo):
         assert "echomimic_live_first_frame_latency_seconds_count" in text
     finally:
         _close(server, sid)
+
+
+def test_cli_stream_plays_an_audio_file_in_real_time(astronaut_png, short_speech, tmp_path):
+    from typer.testing import CliRunner
+
+    from echomimic.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["stream", "--image", str(tmp_path / "none.png")])
+    assert bad.exit_code == 2 and "not found" in bad.output
+    both = runner.invoke(app, ["stream", "--image", str(astronaut_png), "--audio",
+                               str(short_speech.path), "--text-stdin", "--size", "128"])
+    assert both.exit_code == 2 and "not both" in both.output
+    t = time.monotonic()
+    res = runner.invoke(app, ["stream", "--image", str(astronaut_png), "--audio",
+                              str(short_speech.path), "--size", "128"])
+    wall = time.monotonic() - t
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout[res.stdout.index("{"):])
+    duration = info["clock_s"]
+    assert duration >= 1.0 and wall >= duration          # paced in real time, not faster
+    assert info["stats"]["frames_sent"] > 0 and info["state"] == "closed"
