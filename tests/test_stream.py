@@ -504,3 +504,18 @@ def test_cli_stream_plays_an_audio_file_in_real_time(astronaut_png, short_speech
     duration = info["clock_s"]
     assert duration >= 1.0 and wall >= duration          # paced in real time, not faster
     assert info["stats"]["frames_sent"] > 0 and info["state"] == "closed"
+
+
+def test_an_offer_without_media_is_refused(server, photo):
+    import httpx
+
+    sid = _open(server, photo, size=128)["session_id"]
+    try:
+        r = httpx.post(f"{server.base}/api/v1/sessions/{sid}/webrtc", headers=server.headers(),
+                       json={"sdp": "v=0\r\ngarbage\r\n", "type": "offer"}, timeout=10)
+        assert r.status_code == 422 and "neither audio nor video" in r.json()["message"]
+        r = httpx.post(f"{server.base}/api/v1/sessions/{sid}/webrtc", headers=server.headers(),
+                       json={"sdp": "hello", "type": "answer"}, timeout=10)
+        assert r.status_code == 422
+    finally:
+        _close(server, sid)

@@ -396,8 +396,10 @@ async def webrtc_offer(sid: str, request: Request):
         s.webrtc = WebRtcOutput(s.stream, ice_servers=_ice_servers())
     try:
         answer = await s.webrtc.answer(sdp, kind)
-    except (ValueError, AssertionError) as exc:
-        raise InvalidOption(f"the SDP offer was refused: {exc}") from None
+    except Exception as exc:      # aiortc's SDP parser and negotiation raise many kinds
+        log.info("SDP offer refused: %r", exc)
+        raise InvalidOption(f"the SDP offer was refused: {str(exc)[:200] or type(exc).__name__}"
+                            ) from None
     s.last_active = time.monotonic()
     return answer
 

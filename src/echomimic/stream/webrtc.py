@@ -260,6 +260,8 @@ class WebRtcOutput:
         from aiortc import (RTCConfiguration, RTCIceServer, RTCPeerConnection,
                             RTCRtpSender, RTCSessionDescription)
 
+        if not re.search(r"^m=(audio|video) ", sdp, re.M):
+            raise ValueError("the offer asks for neither audio nor video")
         servers = [RTCIceServer(**s) for s in self.ice_servers]
         pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self.pcs.add(pc)
