@@ -519,3 +519,42 @@ def test_an_offer_without_media_is_refused(server, photo):
         assert r.status_code == 422
     finally:
         _close(server, sid)
+
+
+def test_rtmp_push_through_the_api(server, photo, speech_pcm):
+    import httpx
+
+    sid = _open(server, photo, size=128)["session_id"]
+    port = free_port()
+    url = f"rtmp://127.0.0.1:{port}/live/secretkey"
+    proc = subprocess.Popen([sys.executable, "-c", LISTENER, url], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.5)
+        api = f"{server.base}/api/v1/sessions/{sid}/rtmp"
+        bad = httpx.post(api, headers=server.headers(), json={"url": "file:///etc/passwd"})
+        assert bad.status_code == 422
+        r = httpx.post(api, headers=server.headers(), json={"url": url}, timeout=10)
+        assert r.status_code == 201, r.text
+        assert "secretkey" not in r.text                    # the stream key is not shown
+
+        async def speak():
+            ws_url = (f"ws://127.0.0.1:{server.port}/api/v1/sessions/{sid}/input"
+                      f"?rate=16000&token={server.key_a}")
+            async with websockets.connect(ws_url) as ws:
+                await ws.send(speech_pcm[: 2 * SR].tobytes())
+                await asyncio.sleep(3.0)
+
+        asyncio.run(speak())
+        r = httpx.delete(api, headers=server.headers(), timeout=30)
+        assert r.status_code == 200 and r.json()["state"] == "stopped", r.text
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _close(server, sid)
+    got = json.loads(out)
+    assert got["streams"] == ["audio", "video"]
+    a = np.array(got["audio"])
+    assert a.size > 50 and np.all(np.diff(a) > 0) and a[-1] >= 2.0
+    assert len(got["video"]) > 5 and np.all(np.diff(got["video"]) > 0)
