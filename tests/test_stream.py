@@ -558,3 +558,44 @@ def test_rtmp_push_through_the_api(server, photo, speech_pcm):
     a = np.array(got["audio"])
     assert a.size > 50 and np.all(np.diff(a) > 0) and a[-1] >= 2.0
     assert len(got["video"]) > 5 and np.all(np.diff(got["video"]) > 0)
+
+
+def test_an_idle_session_is_closed_after_the_timeout(server, photo):
+    import httpx
+
+    mgr = server.app.state.live_sessions
+    idle_s = mgr.idle_s
+    mgr.idle_s = 2.0
+    try:
+        sid = _open(server, photo, size=128)["session_id"]
+        url = f"{server.base}/api/v1/sessions/{sid}"
+        wait_for(lambda: httpx.get(url, headers=server.headers()).status_code == 404, 20,
+                 "the idle session to be closed")
+    finally:
+        mgr.idle_s = idle_s
+
+
+def test_end_message_plays_the_queue_then_closes_with_the_events(server, photo, speech_pcm):
+    sid = _open(server, photo, size=128)["session_id"]
+
+    async def run():
+        url = f"ws://127.0.0.1:{server.port}/api/v1/sessions/{sid}/input?token={server.key_a}"
+        events = []
+        async with websockets.connect(url) as ws:
+            await ws.send(speech_pcm[: SR].tobytes())
+            await ws.send(json.dumps({"type": "end"}))
+            try:
+                async for m in ws:
+                    events.append(json.loads(m))
+            except websockets.ConnectionClosed:
+                pass
+            return events, ws.close_code, ws.close_reason
+
+    try:
+        events, code, reason = asyncio.run(run())
+    finally:
+        _close(server, sid)
+    types = [e["type"] for e in events]
+    assert code == 1000 and reason == "session ended"
+    assert "speaking" in types and types[-1] == "end", types
+    assert events[-1]["t"] >= 1.0                       # after the second of audio played

@@ -138,6 +138,24 @@ class SessionManager:
             await run_in_threadpool(s.rtmp.stop)
         await run_in_threadpool(s.stream.close)
 
+    def start_reaper(self) -> None:
+        """Reap every few seconds on the server's event loop (once per loop)."""
+        loop = asyncio.get_running_loop()
+        if getattr(self, "_reaper_loop", None) is loop:
+            return
+        self._reaper_loop = loop
+
+        async def run() -> None:
+            while self.sessions:
+                await asyncio.sleep(min(10.0, max(1.0, self.idle_s / 4)))
+                try:
+                    await self.reap()
+                except Exception:  # keep reaping
+                    log.exception("reaping live sessions failed")
+            self._reaper_loop = None
+
+        self._reaper = loop.create_task(run())
+
     async def reap(self) -> None:
         """End sessions whose stream finished, or idle (no input, no viewer) too long."""
         now = time.monotonic()
@@ -352,6 +370,7 @@ async def create_session(request: Request):
     s = LiveSession(sid, who, stream)
     with mgr.lock:
         mgr.sessions[sid] = s
+    mgr.start_reaper()            # closes finished and idle sessions (ECHOMIMIC_SESSION_IDLE_S)
     return JSONResponse(_urls(request, sid), status_code=201,
                         headers={"Location": f"{API}/sessions/{sid}"})
 
@@ -457,7 +476,7 @@ async def session_input(ws: WebSocket, sid: str):
             await ws.send_json(ev.json())
 
     forward = asyncio.create_task(forward_events())
-    code, reason = 1000, "session ended"
+    code, reason, ended = 1000, "session ended", False
     try:
         while True:
             msg = await ws.receive()
@@ -504,7 +523,7 @@ async def session_input(ws: WebSocket, sid: str):
                 stream.interrupt()
             elif kind == "end":
                 stream.end()
-                code, reason = 1000, "input ended"
+                code, reason, ended = 1000, "session ended", True
                 break
             else:
                 code, reason = WS_UNSUPPORTED, "unknown message type; use say, interrupt or end"
@@ -513,6 +532,11 @@ async def session_input(ws: WebSocket, sid: str):
         code = None
     finally:
         s.inputs -= 1
+        if ended:                 # the events up to the session's "end" are still sent
+            try:
+                await asyncio.wait_for(asyncio.shield(forward), 40.0)
+            except (asyncio.TimeoutError, Exception):
+                pass
         events.close()
         forward.cancel()
         try:
