@@ -8,7 +8,6 @@ server is configured. The RTMP test listens with a PyAV subprocess on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import subprocess
 import sys
