@@ -20,6 +20,14 @@ def animate(image, output, **kwargs):
     return _animate(image, output, **kwargs)
 
 
+def __getattr__(name):
+    if name == "Stream":              # a live session; imported on first use
+        from .stream import Stream
+
+        return Stream
+    raise AttributeError(f"module 'echomimic' has no attribute {name!r}")
+
+
 def load_motion(path):
     """Read a motion file; see :func:`echomimic.motion.load_motion`."""
     from .motion import load_motion as _load
@@ -34,5 +42,5 @@ def save_motion(track, path):
     return _save(track, path)
 
 
-__all__ = ["EchomimicError", "MotionTrack", "Portrait", "Speech", "animate", "load_motion",
-           "save_motion", "__version__"]
+__all__ = ["EchomimicError", "MotionTrack", "Portrait", "Speech", "Stream", "animate",
+           "load_motion", "save_motion", "__version__"]

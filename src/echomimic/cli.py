@@ -426,6 +426,11 @@ def bench_cmd(
     quality: Annotated[bool, typer.Option(
         "--quality", help="Run the lip-sync evaluation set instead (held-out split; minutes).")]
     = False,
+    stream: Annotated[bool, typer.Option(
+        "--stream", help="Measure live sessions instead: latency, A/V sync and drift, dropped "
+                         "frames, concurrent sessions (see docs/streaming.md).")] = False,
+    minutes: Annotated[float, typer.Option(
+        "--minutes", help="With --stream: length of the drift session.")] = 1.0,
 ) -> None:
     """Time the pipeline per stage (ms/frame) and the real-time factor, or, with --quality,
     measure lip-sync on the synthesized evaluation set."""
@@ -438,6 +443,15 @@ def bench_cmd(
         if not quiet:
             con.print(f"[dim]{msg}[/dim]")
 
+    if stream:
+        from .stream.bench import format_stream_report, run_stream_bench
+
+        figures = run_stream_bench(minutes=minutes, fps=fps, log=note)
+        if as_json:
+            _print_json(figures)
+        else:
+            sys.stdout.write(format_stream_report(figures) + "\n")
+        return
     if quality:
         from .quality.evalset import build_items, format_summary, run_items, summarize
 
@@ -549,6 +563,38 @@ def extract_pose_cmd(
         seq = extract_pose(video, face=face, smooth=smooth, max_frames=max_frames, progress=bar)
     save_pose_sequence(seq, output)
     _console().print(_pose_summary(seq, output), soft_wrap=True)
+
+
+@app.command("stream")
+@_handles_errors
+def stream_cmd(
+    image: Annotated[Path, typer.Option("--image", "-i", help="The portrait photo.",
+                                        show_default=False)],
+    rtmp: Annotated[Optional[str], typer.Option(
+        "--rtmp", help="Push the live portrait to this RTMP URL (OBS, SRS, nginx-rtmp, a "
+        "platform's ingest with its stream key).")] = None,
+    audio: Annotated[Optional[Path], typer.Option(
+        "--audio", "-a", help="Speech audio, paced in real time.")] = None,
+    text_stdin: Annotated[bool, typer.Option(
+        "--text-stdin", help="Speak each line typed on stdin (offline TTS).")] = False,
+    fps: Annotated[float, typer.Option("--fps", help="Frame rate.")] = 25.0,
+    size: Annotated[int, typer.Option("--size", help="Side of the face-centred square.")] = 512,
+    lang: Annotated[str, typer.Option("--lang", help="Language of the spoken text.")] = "auto",
+    voice: Annotated[Optional[str], typer.Option("--voice", help="TTS voice.")] = None,
+    emotion: Annotated[str, typer.Option("--emotion", help="Expression bias.")] = "neutral",
+    seed: Annotated[int, typer.Option("--seed", help="Randomness of idle life.")] = 0,
+) -> None:
+    """A live talking portrait without the server: RTMP out, audio or typed text in."""
+    from .stream.run import run_stream
+
+    _require_file(image, "image", ImageError)
+    if audio is not None:
+        _require_file(audio, "audio", AudioError)
+    con = _console(stderr=True)
+    info = run_stream(image, rtmp=rtmp, audio=audio, text_stdin=text_stdin,
+                      log=lambda m: con.print(f"[dim]{m}[/dim]"), fps=fps, crop="face",
+                      size=size, lang=lang, voice=voice, emotion=emotion, seed=seed)
+    _print_json(info)
 
 
 @app.command("renderers")

@@ -521,4 +521,6 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
 
     add_model_routes(app, settings, owner)               # models, experiments (A/B)
     mount_graphql(app)                                   # /graphql beside REST
+    from .sessions import attach as attach_sessions     # live sessions (docs/streaming.md)
+    attach_sessions(app)
     return app
