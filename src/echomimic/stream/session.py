@@ -714,7 +714,9 @@ class Stream:
                     if drained and self._ended and self.out_pos >= self._input_end \
                             and self.out_pos >= int(0.2 * SAMPLE_RATE) + self._last_real:
                         break
-                    if not self.realtime and drained and not self._ended:
+                    # offline: a tick is taken only when it is full of input (or the input has
+                    # ended), so a slow producer never gets silence inserted between its chunks
+                    if not self.realtime and not self._ended and self._buffered < self._tick:
                         self._cv.wait(0.1)
                         continue
                 if self.realtime:
