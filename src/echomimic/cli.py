@@ -190,6 +190,7 @@ OPTION_HELP: dict[str, str] = {
     "loop": "When the driving video is shorter than the speech: pingpong, repeat or hold.",
     "relative": "Head pose relative to the driving video's first pose (--absolute: as measured).",
     "preset": "x264 speed preset (ultrafast ... veryslow).",
+    "accelerated": "Neural renderers: the accelerated weights (_acc files: 6 steps, no guidance).",
 }
 
 #: Options accepted but left out of --help.

@@ -63,6 +63,7 @@ class AnimateOptions:
     max_pixels: int = 4096 * 4096      # pixels of the photo accepted
     crf: int = 20
     preset: str = "veryfast"
+    accelerated: bool = False          # neural renderers: the accelerated (_acc) weights
 
     @classmethod
     def from_kwargs(cls, **kw: Any) -> "AnimateOptions":
@@ -115,6 +116,8 @@ class AnimateOptions:
             bad(f"loop must be pingpong, repeat or hold, got {self.loop!r}")
         if not (0 <= int(self.crf) <= 51):
             bad("crf must be between 0 and 51")
+        if self.accelerated and self.renderer == "warp":
+            bad("accelerated applies to the neural renderers (echomimic-v1, echomimic-v2), not warp")
 
 
 @dataclass
@@ -321,7 +324,8 @@ def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLi
 
     t0 = time.perf_counter()
     cls = get_renderer(opts.renderer)
-    renderer = cls(portrait) if opts.weights is None else cls(portrait, weights=opts.weights)
+    extra = {"accelerated": True} if opts.accelerated else {}   # neural renderers' _acc weights
+    renderer = cls(portrait, **extra) if opts.weights is None else cls(portrait, weights=opts.weights, **extra)
     if hasattr(renderer, "prepare"):   # audio-driven renderers see the whole clip first
         renderer.prepare(track, audio=audio, fps=float(opts.fps), seed=int(opts.seed),
                          progress=progress)

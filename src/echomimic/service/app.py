@@ -48,6 +48,8 @@ TEXT_FIELDS = {"text": 5000, "transcript": 20000, "prompt": 2000}
 RESOLUTIONS = {"512": {"crop": "face", "size": 512}, "720p": {"max_side": 1280},
                "1080p": {"max_side": 1920}, "original": {"max_side": 0}}
 MODES = ("audio", "text", "video")
+#: REST ``model_version`` of the neural renderers -> the ``accelerated`` option
+MODEL_VERSIONS = {"standard": False, "accelerated": True}
 _IDEMPOTENCY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
@@ -101,6 +103,12 @@ def build_params(fields_in: dict[str, Any], has: set[str]) -> dict[str, Any]:
             if len(value) > TEXT_FIELDS[key]:
                 raise InvalidOption(f"{key} is longer than {TEXT_FIELDS[key]} characters")
             params[key] = value
+        elif key == "model_version":    # neural renderers: "standard" or "accelerated" weights
+            if value not in (None, ""):
+                mv = str(value).strip().lower()
+                if mv not in MODEL_VERSIONS:
+                    raise InvalidOption(f"model_version must be one of {', '.join(MODEL_VERSIONS)}, got {value!r}")
+                options["accelerated"] = MODEL_VERSIONS[mv]
         elif key not in ("mode", "resolution") and not key.endswith("_url"):
             raise InvalidOption(f"unknown field {key!r}")
     resolution = fields_in.get("resolution")
@@ -191,6 +199,7 @@ def _openapi_body() -> dict[str, Any]:
         props[name] = {"type": "string", "maxLength": TEXT_FIELDS[name]}
     props["mode"] = {"type": "string", "enum": list(MODES)}
     props["resolution"] = {"type": "string", "enum": list(RESOLUTIONS)}
+    props["model_version"] = {"type": "string", "enum": list(MODEL_VERSIONS)}
     json_props = dict(props)
     form_props = dict(props)
     for name in INPUT_NAMES:

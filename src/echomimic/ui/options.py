@@ -131,6 +131,8 @@ CONTROL_HINTS: dict[str, dict[str, Any]] = {
                      "label": "Longest speech accepted (s)"},
     "max_pixels": {"group": "advanced", "widget": "number", "minimum": 1,
                    "label": "Largest photo accepted (pixels)"},
+    "accelerated": {"group": "advanced", "widget": "checkbox",
+                    "label": "Accelerated neural weights (6 steps, no guidance)"},
 }
 
 

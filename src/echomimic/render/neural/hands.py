@@ -123,3 +123,49 @@ def pictures_to_tensor(images: np.ndarray):
 
     x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32) / 255.0
     return x.permute(3, 0, 1, 2)[None]
+
+
+def read_hands(path) -> tuple[np.ndarray, float | None]:
+    """Hands of a pose file: ``((F, 2, 21, 3) float64 x, y, score, fps or None)``.
+
+    Reads the ``echomimic.pose/1`` layout from safe formats only: JSON
+    ``{"format": "echomimic.pose/1", "fps": 25, "hands": [F][2][21][3], ...}`` or an NPZ with an
+    array ``hands`` (F, 2, 21, 3) and an optional scalar ``fps`` (``allow_pickle=False``).
+    Coordinates are normalised to the photo ([0, 1]); other keys (body, face) are ignored here."""
+    import json
+    import zipfile
+    from pathlib import Path
+
+    from ...errors import MotionError
+
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise MotionError(f"cannot read pose file {str(p)!r}: {exc.strerror or exc}") from None
+    fps = None
+    try:
+        if raw[:2] == b"PK":
+            import io
+
+            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+                if "hands" not in z:
+                    raise MotionError(f"pose file {str(p)!r} has no 'hands' array")
+                hands = np.asarray(z["hands"], dtype=np.float64)
+                if "fps" in z:
+                    fps = float(z["fps"])
+        else:
+            doc = json.loads(raw.decode("utf-8"))
+            if not isinstance(doc, dict) or "hands" not in doc:
+                raise MotionError(f"pose file {str(p)!r} is not an echomimic.pose/1 document with 'hands'")
+            hands = np.asarray(doc["hands"], dtype=np.float64)
+            fps = float(doc["fps"]) if doc.get("fps") else None
+    except MotionError:
+        raise
+    except (ValueError, TypeError, UnicodeDecodeError, zipfile.BadZipFile, OSError) as exc:
+        raise MotionError(f"cannot read pose file {str(p)!r}: {type(exc).__name__}: {exc}") from None
+    if hands.ndim != 4 or hands.shape[1:] != (2, 21, 3) or hands.shape[0] == 0:
+        raise MotionError(f"pose file {str(p)!r}: hands must be (frames, 2, 21, 3), got {hands.shape}")
+    if fps is not None and not (0 < fps <= 240):
+        raise MotionError(f"pose file {str(p)!r}: fps must be in (0, 240], got {fps}")
+    return hands, fps
