@@ -39,10 +39,13 @@ def _hand(cx: float, cy: float, size: float = 0.08) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def pose_file(tmp_path_factory) -> Path:
-    """Three frames of two hands moving across the lower part of the photo (NPZ, 12 fps)."""
+    """An ``echomimic.pose/1`` NPZ: three frames (12 fps) of two hands moving across the lower
+    part of the photo (body and face points absent: score 0)."""
     frames = [np.stack([_hand(0.3 + 0.05 * i, 0.8), _hand(0.7 - 0.05 * i, 0.8)]) for i in range(3)]
     path = tmp_path_factory.mktemp("pose") / "hands.npz"
-    np.savez(path, hands=np.stack(frames), fps=np.float64(12.0))
+    np.savez(path, hands=np.stack(frames).astype(np.float32), body=np.zeros((3, 18, 3), np.float32),
+             face=np.zeros((3, 68, 3), np.float32), fps=np.float64(12.0), width=np.int64(512),
+             height=np.int64(512), schema=np.str_("echomimic.pose/1"), layout=np.str_("dwpose"))
     return path
 
 
@@ -158,11 +161,15 @@ def test_pose_file_formats_and_errors(tmp_path, pose_file):
     hands, fps = read_hands(pose_file)
     assert hands.shape == (3, 2, 21, 3) and fps == 12.0
     js = tmp_path / "p.json"
-    js.write_text(json.dumps({"format": "echomimic.pose/1", "fps": 25, "hands": hands.tolist()}))
+    frames = [{"body": [[0, 0, 0]] * 18, "hands": h.tolist(), "face": [[0, 0, 0]] * 68} for h in hands]
+    js.write_text(json.dumps({"schema": "echomimic.pose/1", "fps": 25, "width": 512, "height": 512,
+                              "layout": "dwpose", "frames": frames}))
     h2, f2 = read_hands(js)
-    assert np.allclose(h2, hands) and f2 == 25.0
-    (tmp_path / "bad.json").write_text(json.dumps({"hands": [[1, 2, 3]]}))
-    with pytest.raises(MotionError, match=r"\(frames, 2, 21, 3\)"):
+    assert np.allclose(h2, hands, atol=1e-5) and f2 == 25.0
+    bad = [{"body": [[0, 0, 0]] * 18, "hands": [[1, 2, 3]], "face": [[0, 0, 0]] * 68}]
+    (tmp_path / "bad.json").write_text(json.dumps({"schema": "echomimic.pose/1", "fps": 25, "width": 512,
+                                                   "height": 512, "layout": "dwpose", "frames": bad}))
+    with pytest.raises(MotionError):
         read_hands(tmp_path / "bad.json")
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(MotionError):

@@ -126,18 +126,27 @@ def pictures_to_tensor(images: np.ndarray):
 
 
 def read_hands(path) -> tuple[np.ndarray, float | None]:
-    """Hands of a pose file: ``((F, 2, 21, 3) float64 x, y, score, fps or None)``.
+    """Hands of an ``echomimic.pose/1`` file: ``((F, 2, 21, 3) float64 x, y, score, fps or None)``.
 
-    Reads the ``echomimic.pose/1`` layout from safe formats only: JSON
-    ``{"format": "echomimic.pose/1", "fps": 25, "hands": [F][2][21][3], ...}`` or an NPZ with an
-    array ``hands`` (F, 2, 21, 3) and an optional scalar ``fps`` (``allow_pickle=False``).
-    Coordinates are normalised to the photo ([0, 1]); other keys (body, face) are ignored here."""
+    Uses :func:`echomimic.motion.body_pose.load_pose_sequence` when that module is installed
+    (it validates the whole format); otherwise reads the hands from safe formats only: JSON with
+    ``"frames": [{"hands": [2][21][3], ...}, ...]`` (or a flat ``"hands": [F][2][21][3]``) and an
+    optional ``fps``, or an NPZ with an array ``hands`` (F, 2, 21, 3) and an optional scalar ``fps``
+    (``allow_pickle=False``). Coordinates are fractions of the photo's width and height, score 0
+    for a missing point; the body and face points are not used by V2."""
     import json
     import zipfile
     from pathlib import Path
 
     from ...errors import MotionError
 
+    try:
+        from ...motion.body_pose import load_pose_sequence
+    except ImportError:
+        load_pose_sequence = None
+    if load_pose_sequence is not None:
+        seq = load_pose_sequence(path)
+        return np.asarray(seq.hands, dtype=np.float64), float(seq.fps) if seq.fps else None
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -156,16 +165,21 @@ def read_hands(path) -> tuple[np.ndarray, float | None]:
                     fps = float(z["fps"])
         else:
             doc = json.loads(raw.decode("utf-8"))
-            if not isinstance(doc, dict) or "hands" not in doc:
-                raise MotionError(f"pose file {str(p)!r} is not an echomimic.pose/1 document with 'hands'")
-            hands = np.asarray(doc["hands"], dtype=np.float64)
+            if isinstance(doc, dict) and isinstance(doc.get("frames"), list):
+                hands = np.asarray([f["hands"] for f in doc["frames"]], dtype=np.float64)
+            elif isinstance(doc, dict) and "hands" in doc:
+                hands = np.asarray(doc["hands"], dtype=np.float64)
+            else:
+                raise MotionError(f"pose file {str(p)!r} is not an echomimic.pose/1 document with hands")
             fps = float(doc["fps"]) if doc.get("fps") else None
     except MotionError:
         raise
-    except (ValueError, TypeError, UnicodeDecodeError, zipfile.BadZipFile, OSError) as exc:
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError, zipfile.BadZipFile, OSError) as exc:
         raise MotionError(f"cannot read pose file {str(p)!r}: {type(exc).__name__}: {exc}") from None
     if hands.ndim != 4 or hands.shape[1:] != (2, 21, 3) or hands.shape[0] == 0:
         raise MotionError(f"pose file {str(p)!r}: hands must be (frames, 2, 21, 3), got {hands.shape}")
+    if not np.isfinite(hands).all():
+        raise MotionError(f"pose file {str(p)!r}: hands hold non-finite numbers")
     if fps is not None and not (0 < fps <= 240):
         raise MotionError(f"pose file {str(p)!r}: fps must be in (0, 240], got {fps}")
     return hands, fps
