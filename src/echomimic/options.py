@@ -153,6 +153,9 @@ OPTIONS: tuple[Option, ...] = (
                "label": "Video quality (CRF, lower is better)"}),
     Option("preset", str, "veryfast", "x264 speed preset.", choices=_PRESETS,
            ui={"group": "advanced", "widget": "dropdown", "label": "Encoder preset"}),
+    Option("accelerated", bool, False, "Neural renderers: the accelerated weights (_acc files: "
+           "6 steps, no guidance).",
+           ui={"group": "advanced", "widget": "checkbox", "label": "Accelerated (neural)"}),
     Option("output_format", str, None, "mp4 (H.264+AAC), webm (VP9+Opus), mov (H.264+AAC) or "
            "gif (no sound); default: the output file's extension (mp4 on the service).",
            choices=("mp4", "webm", "mov", "gif"), optional=True,
@@ -305,6 +308,9 @@ def _validate(self) -> None:
     """Check every option against the table's limits (raises :class:`InvalidOption`)."""
     for opt in OPTIONS:
         check_value(opt, getattr(self, opt.name))
+    if self.accelerated and self.renderer == "warp":
+        raise InvalidOption("accelerated applies to the neural renderers (echomimic-v1, "
+                            "echomimic-v2), not warp")
 
 
 def _make_options_class():

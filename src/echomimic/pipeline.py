@@ -239,7 +239,8 @@ def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLi
 
     t0 = time.perf_counter()
     cls = get_renderer(opts.renderer)
-    renderer = cls(portrait) if opts.weights is None else cls(portrait, weights=opts.weights)
+    extra = {"accelerated": True} if opts.accelerated else {}   # neural renderers' _acc weights
+    renderer = cls(portrait, **extra) if opts.weights is None else cls(portrait, weights=opts.weights, **extra)
     if hasattr(renderer, "prepare"):   # audio-driven renderers see the whole clip first
         renderer.prepare(track, audio=audio, fps=float(opts.fps), seed=int(opts.seed),
                          progress=progress)

@@ -19,7 +19,8 @@ from ..types import Portrait
 
 #: Built-in renderers, used when the package's entry points are not installed (a source tree).
 _BUILTIN = {"warp": "echomimic.render.warp:WarpRenderer",
-            "echomimic-v1": "echomimic.render.neural:EchoMimicV1Renderer"}
+            "echomimic-v1": "echomimic.render.neural:EchoMimicV1Renderer",
+            "echomimic-v2": "echomimic.render.neural:EchoMimicV2Renderer"}
 
 
 class Renderer(Protocol):

@@ -56,13 +56,16 @@ def _load_vae(folder: Path, device, dtype):
 
 
 def load_networks(root: str | Path, variant: str | None = None, device: str | torch.device = "cpu",
-                  dtype: torch.dtype = torch.float32, with_vae: bool = True) -> V1Networks:
-    """Build the V1 networks from an official weights folder (strict key matching).
+                  dtype: torch.dtype = torch.float32, with_vae: bool = True, model: str = "v1") -> V1Networks:
+    """Build the V1 (or, with ``model="v2"``, the V2) networks from an official weights folder
+    (strict key matching). V2's pose encoder is V1's face-locator class with 3 input channels and
+    sits in ``face_locator``.
 
     Every file is checked before anything big is kept; all problems are reported together in one
     :class:`~.weights.WeightsError`. Networks are built on the meta device and take the file
     tensors directly (no second copy of the weights)."""
-    files: WeightFiles = resolve(root, variant)
+    files: WeightFiles = resolve(root, variant, model)
+    label = "EchoMimic V2" if model == "v2" else "EchoMimic V1"
     dev = torch.device(device)
     problems: list[str] = []
     try:
@@ -77,7 +80,7 @@ def load_networks(root: str | Path, variant: str | None = None, device: str | to
     problems += check_state(whisper, wstate, files.whisper.name, ignore_prefix=("decoder.",))
 
     fstate = read_state(files.face_locator)
-    cond_ch = int(fstate["conv_in.weight"].shape[1]) if "conv_in.weight" in fstate else 1
+    cond_ch = 3 if model == "v2" else (int(fstate["conv_in.weight"].shape[1]) if "conv_in.weight" in fstate else 1)
     cfg = UNetConfig.from_dict(unet_cfg)
     with torch.device("meta"):
         face = FaceLocator(cfg.block_out_channels[0], conditioning_channels=cond_ch)
@@ -95,7 +98,7 @@ def load_networks(root: str | Path, variant: str | None = None, device: str | to
         den = DenoisingUNet3D(UNetConfig.from_dict(unet_cfg, cross_attention_dim=whisper.width))
     problems += check_state(den, dstate, f"{files.denoising.name} + {files.motion.name}")
     if problems:
-        raise WeightsError("EchoMimic V1 weights do not fit the networks: " + " | ".join(problems))
+        raise WeightsError(f"{label} weights do not fit the networks: " + " | ".join(problems))
 
     # whisper stays in fp32 (8 M parameters; its LayerNorms run in fp32 anyway)
     for model, state, dt in ((whisper, wstate, torch.float32), (face, fstate, dtype), (ref, rstate, dtype),

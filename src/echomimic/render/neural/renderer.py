@@ -90,6 +90,8 @@ class EchoMimicV1Renderer:
 
         w = weights or _env("weights") or DEFAULT_WEIGHTS
         variant = variant if variant is not None else _env("variant")
+        if variant is None and _ignored.get("accelerated"):
+            variant = "acc"
         files = resolve(w, variant)
         acc = files.variant.endswith("acc")
         self.steps = int(steps or _env("steps") or (6 if acc else 30))
@@ -220,7 +222,6 @@ class EchoMimicV1Renderer:
         return features
 
     def _decode_more(self) -> None:
-        import cv2
         import torch
 
         if self._latents is None:
@@ -234,11 +235,16 @@ class EchoMimicV1Renderer:
         with torch.no_grad():
             x = self.nets.vae.decode(z.to(self.nets.device, self.nets.dtype)).sample.float()
         x = ((x / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        h, w = self.portrait.image.shape[:2]
         for f in x:
-            self._queue.append(f if f.shape[:2] == (h, w) else
-                               cv2.resize(f, (w, h), interpolation=cv2.INTER_CUBIC))
+            self._queue.append(self._place(f))
         self._next = j
+
+    def _place(self, frame: np.ndarray) -> np.ndarray:
+        """A decoded frame at the portrait's size."""
+        import cv2
+
+        h, w = self.portrait.image.shape[:2]
+        return frame if frame.shape[:2] == (h, w) else cv2.resize(frame, (w, h), interpolation=cv2.INTER_CUBIC)
 
     def render(self, motion: dict[str, float]) -> np.ndarray:
         """The next frame (RGB uint8 at the portrait's size); ``motion`` is not used by V1."""

@@ -42,6 +42,19 @@ UNET_CONFIG = "sd-image-variations-diffusers/unet/config.json"
 VAE_DIR = "sd-vae-ft-mse"
 WHISPER = "audio_processor/whisper_tiny"
 
+#: EchoMimic V2: variant -> (denoising, motion module, reference, pose encoder) file stems; the
+#: accelerated weights share the reference UNet and the pose encoder.
+V2_VARIANTS: dict[str, tuple[str, str, str, str]] = {
+    "": ("denoising_unet", "motion_module", "reference_unet", "pose_encoder"),
+    "acc": ("denoising_unet_acc", "motion_module_acc", "reference_unet", "pose_encoder"),
+}
+V2_WHISPER = "audio_processor/tiny"
+#: model -> (variants, whisper stem, display name)
+MODELS: dict[str, tuple[dict[str, tuple[str, str, str, str]], str, str]] = {
+    "v1": (VARIANTS, WHISPER, "EchoMimic V1"),
+    "v2": (V2_VARIANTS, V2_WHISPER, "EchoMimic V2"),
+}
+
 
 class WeightsError(RendererUnavailable):
     """The weights folder is missing files or holds tensors that do not fit the networks."""
@@ -72,32 +85,36 @@ def _find(root: Path, stem: str, exts: tuple[str, ...]) -> Path | None:
     return None
 
 
-def detect_variant(root: str | os.PathLike) -> str:
+def detect_variant(root: str | os.PathLike, model: str = "v1") -> str:
     """The variant whose denoising file is present (base first, then acc, pose, pose_acc)."""
     r = Path(root)
-    for v, (den, *_rest) in VARIANTS.items():
+    for v, (den, *_rest) in MODELS[model][0].items():
         if _find(r, den, (".pth", ".safetensors")):
             return v
     return ""
 
 
-def resolve(root: str | os.PathLike, variant: str | None = None) -> WeightFiles:
+def resolve(root: str | os.PathLike, variant: str | None = None, model: str = "v1") -> WeightFiles:
     """Check the folder and return its files; raise one :class:`WeightsError` listing every
-    missing piece (with where it goes) otherwise."""
+    missing piece (with where it goes) otherwise.
+
+    ``model`` is ``"v1"`` or ``"v2"`` (V2: ``pose_encoder`` instead of ``face_locator``, whisper
+    at ``audio_processor/tiny.pt``; ``WeightFiles.face_locator`` then names the pose encoder)."""
+    variants, whisper_stem, label = MODELS[model]
     r = Path(root).expanduser()
     if not r.is_dir():
         raise WeightsError(f"weights folder {str(r)!r} does not exist (expected the official "
-                           f"EchoMimic pretrained_weights layout; see docs/neural.md)")
-    v = detect_variant(r) if variant is None else variant
-    if v not in VARIANTS:
-        raise WeightsError(f"unknown EchoMimic V1 variant {v!r}; choose one of "
-                           f"{', '.join(repr(k) for k in VARIANTS)}")
-    den, mm, ref, fl = VARIANTS[v]
+                           f"{label} pretrained_weights layout; see docs/neural.md)")
+    v = detect_variant(r, model) if variant is None else variant
+    if v not in variants:
+        raise WeightsError(f"unknown {label} variant {v!r}; choose one of "
+                           f"{', '.join(repr(k) for k in variants)}")
+    den, mm, ref, fl = variants[v]
     missing: list[str] = []
     found: dict[str, Path] = {}
     pth = (".pth", ".safetensors")
     for key, stem, exts in (("denoising", den, pth), ("motion", mm, pth), ("reference", ref, pth),
-                            ("face_locator", fl, pth), ("whisper", WHISPER, (".pt", ".safetensors"))):
+                            ("face_locator", fl, pth), ("whisper", whisper_stem, (".pt", ".safetensors"))):
         p = _find(r, stem, exts)
         if p is None:
             missing.append(f"{stem}{exts[0]} (or {stem}.safetensors)")
@@ -113,7 +130,7 @@ def resolve(root: str | os.PathLike, variant: str | None = None) -> WeightFiles:
                                              "diffusion_pytorch_model.bin")):
         missing.append(f"{VAE_DIR}/diffusion_pytorch_model.safetensors (or .bin)")
     if missing:
-        raise WeightsError(f"EchoMimic V1 weights incomplete in {str(r)!r}: missing "
+        raise WeightsError(f"{label} weights incomplete in {str(r)!r}: missing "
                            f"{', '.join(missing)} (put them there with these names; see docs/neural.md)")
     return WeightFiles(r, v, found["denoising"], found["motion"], found["reference"],
                        found["face_locator"], cfg, vae, found["whisper"])
@@ -139,6 +156,12 @@ def read_state(path: Path) -> dict[str, Any]:
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
         raise WeightsError(f"{str(path)!r} does not hold a state dict")
+    tensors = obj.get("model_state_dict", obj) if "model_state_dict" in obj else obj
+    bad = [str(k) for k, v in (tensors.items() if isinstance(tensors, dict) else [("model_state_dict", tensors)])
+           if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise WeightsError(f"{str(path)!r} holds entries that are not tensors ({', '.join(bad[:3])}"
+                           f"{' …' if len(bad) > 3 else ''}); refusing it")
     return obj
 
 
@@ -203,7 +226,7 @@ def whisper_dims(obj: dict[str, Any], path: Path) -> tuple[dict[str, int], dict[
 
 
 def make_rule_weights(root: str | os.PathLike, config: str = "full",
-                      variants: tuple[str, ...] = ("",), fmt: str = "pth") -> Path:
+                      variants: tuple[str, ...] = ("",), fmt: str = "pth", model: str = "v1") -> Path:
     """Write a complete weights folder filled by the golden rule (see :mod:`.rule`).
 
     Args:
@@ -212,6 +235,8 @@ def make_rule_weights(root: str | os.PathLike, config: str = "full",
             structurally identical, for tests and demos).
         variants: which variant files to write ("", "acc", "pose", "pose_acc").
         fmt: ``"pth"`` (pickles, the official format) or ``"safetensors"``.
+        model: ``"v1"`` or ``"v2"`` (the EchoMimic V2 layout: pose encoder, ``audio_processor/tiny.pt``;
+            variants "" and "acc").
 
     Returns:
         The folder. Its networks produce noise: the rule makes reproducible weights, not trained ones.
@@ -249,13 +274,15 @@ def make_rule_weights(root: str | os.PathLike, config: str = "full",
     with torch.device("meta"):
         wh = WhisperAudio(wdims)
     fill_by_rule(wh)
-    save(wh.state_dict(), WHISPER, {"dims": wdims})
+    table, whisper_stem, _label = MODELS[model]
+    save(wh.state_dict(), whisper_stem, {"dims": wdims})
     del wh
     cfg = UNetConfig.from_dict(unet_cfg)
     for v in variants:
-        _den, _mm, ref_stem, fl_stem = VARIANTS[v]
+        _den, _mm, ref_stem, fl_stem = table[v]
         with torch.device("meta"):
-            fl = FaceLocator(cfg.block_out_channels[0], conditioning_channels=3 if "pose" in v else 1)
+            fl = FaceLocator(cfg.block_out_channels[0],
+                             conditioning_channels=3 if ("pose" in v or model == "v2") else 1)
         fill_by_rule(fl)
         save(fl.state_dict(), fl_stem)
         del fl
@@ -272,7 +299,7 @@ def make_rule_weights(root: str | os.PathLike, config: str = "full",
     motion = {k: v for k, v in sd.items() if ".motion_modules." in k}
     base = {k: v for k, v in sd.items() if ".motion_modules." not in k}
     for v in variants:
-        den_stem, mm_stem, *_ = VARIANTS[v]
+        den_stem, mm_stem, *_ = table[v]
         save(base, den_stem)
         save(motion, mm_stem)
     del den, sd, motion, base
