@@ -470,6 +470,18 @@ class BodyLayer:
         self.last_disoccluded = hole_px
         return frame
 
+    def report(self) -> dict[str, float]:
+        """Per-clip figures: frames, frames with moving arms, disoccluded area (pixels filled
+        from the clean plate: largest and mean per moving frame, and as a share of the photo)."""
+        st = self.stats
+        H, W = self.photo.shape[:2]
+        moved = max(1, int(st["moved_frames"]))
+        return {"frames": int(st["frames"]), "moved_frames": int(st["moved_frames"]),
+                "disoccluded_px_max": int(st["disoccluded_px_max"]),
+                "disoccluded_px_mean": float(st["disoccluded_px_sum"]) / moved,
+                "disoccluded_share_max": float(st["disoccluded_px_max"]) / float(H * W),
+                "envelope_share": float(self.envelope.mean())}
+
     def wrists(self, m: dict[str, float]) -> dict[str, np.ndarray]:
         """Where each animated wrist lands for the channel values ``m`` (pixels)."""
         return {arm.side: arm.solve(m).targets[2] for arm in self.arms}

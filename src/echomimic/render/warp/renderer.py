@@ -342,6 +342,13 @@ class WarpRenderer:
         bx, by = np.meshgrid(np.arange(rw, dtype=np.float32), np.arange(rh, dtype=np.float32))
         self.base = np.ascontiguousarray(np.stack([bx, by], -1))
 
+        # ---- body: arms and hands of a half-body photo (see body.py) ---------------------------
+        from .body import BodyLayer
+
+        self.body = BodyLayer.create(portrait)
+        if self.body is not None:
+            self.dilated_mask = self.dilated_mask | self.body.envelope
+
     # ------------------------------------------------------------------------------------------
     @staticmethod
     def _closed_mouth(lm: np.ndarray, frame: FaceFrame) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -487,6 +494,8 @@ class WarpRenderer:
         interest is written). Returns ``frame``."""
         x0, y0, x1, y1 = self.roi
         frame[y0:y1, x0:x1] = self.render_roi(m)
+        if self.body is not None:
+            self.body.render_into(m, frame)
         return frame
 
     def render(self, m: dict[str, float]) -> np.ndarray:
