@@ -48,6 +48,8 @@ MIN_SCORE = 0.3
 MAX_UPPER_DEG = 80.0
 MAX_BEND_DEG = 110.0
 MAX_HAND_DEG = 45.0
+#: how much a forearm may shorten / lengthen in the image (its foreshortening changes)
+STRETCH = (0.6, 1.6)
 
 _J = {n: i for i, n in enumerate(BODY_JOINTS)}
 _ARMS = {"r": ("r_shoulder", "r_elbow", "r_wrist", "r_hand", 1),
@@ -148,8 +150,10 @@ class _Arm:
         hand = hands[hand_idx] if hands is not None else None
         ok = hand[:, 2] > MIN_SCORE if hand is not None else np.zeros(0, bool)
         fdir = (self.W - self.E) / max(self.L2, 1e-6)
+        self.hand_pts = None
         if hand is not None and ok.sum() >= 5:
             pts = hand[ok, :2]
+            self.hand_pts = pts
             far = pts[np.argmax(np.hypot(*(pts - self.W).T))]
             self.tip = far + (far - self.W) * 0.08
             self.hand_r = float(max(0.5 * np.hypot(*(pts - pts.mean(0)).T).max(), 0.09 * sw))
@@ -162,9 +166,15 @@ class _Arm:
         self.hand_len = float(np.hypot(*(self.tip - self.W)))
         self.reach = self.L1 + self.L2 + self.hand_len
         h, w = mask.shape
-        r_up, r_fo = 0.17 * sw, 0.14 * sw
+        r_up, r_fo = 0.13 * sw, 0.14 * sw
+        # the shoulder and elbow points lie inside the arm; the sleeve's outer edge is further out
+        # than its inner edge (which meets the torso): the upper arm's capsule is moved outwards
+        neck = b[_J["neck"], :2] if b[_J["neck"], 2] > MIN_SCORE else 0.5 * (b[2, :2] + b[5, :2])
+        out_dir = np.array([np.sign(self.S[0] - neck[0]) or 1.0, 0.0])
+        self.cap_S, self.cap_E = self.S + out_dir * 0.06 * sw, self.E + out_dir * 0.06 * sw
         pad = int(math.ceil(max(r_up, self.hand_r) + 4))
-        allp = np.array([self.S, self.E, self.W, self.tip])
+        allp = np.array([self.S, self.E, self.W, self.tip, self.cap_S, self.cap_E] + (
+            list(self.hand_pts) if self.hand_pts is not None else []))
         x0 = int(max(0, math.floor(allp[:, 0].min()) - pad))
         y0 = int(max(0, math.floor(allp[:, 1].min()) - pad))
         x1 = int(min(w, math.ceil(allp[:, 0].max()) + pad + 1))
@@ -172,28 +182,43 @@ class _Arm:
         self.box = (x0, y0, x1, y1)
         yy, xx = np.mgrid[y0:y1, x0:x1]
         p = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float64)
-        t1, d1 = _seg_param(p, self.S, self.E)
+        t1, d1 = _seg_param(p, self.cap_S, self.cap_E)
         t2, d2 = _seg_param(p, self.E, self.W)
         t3, d3 = _seg_param(p, self.W, self.tip)
         # nearest part, and a parameter u along the chain (0 shoulder, 1 elbow, 2 wrist, 3 tip)
         dd = np.stack([d1 / r_up, d2 / r_fo, d3 / self.hand_r], 1)
-        k = np.argmin(dd, 1)
-        u = np.choose(k, [t1, 1 + t2, 2 + t3])
-        inside = dd.min(1) <= 1.0
         shape = (y1 - y0, x1 - x0)
-        person = mask[y0:y1, x0:x1] > 0.5
+        # the hand: the hull of its points (fingers spread beyond any capsule), slightly grown
+        hull = np.zeros(shape, np.uint8)
+        if self.hand_pts is not None:
+            hp = np.round(self.hand_pts - [x0, y0]).astype(np.int32)
+            cv2.fillConvexPoly(hull, cv2.convexHull(hp), 1)
+            g = int(max(3, round(0.05 * sw)))
+            hull = cv2.dilate(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
+        in_hull = hull.ravel() > 0
+        dd[in_hull, 2] = np.minimum(dd[in_hull, 2], 0.0)
+        k = np.argmin(dd, 1)
+        u = np.choose(k, [t1, 1 + t2, 2 + np.maximum(t3, 0.5 * in_hull)])
+        inside = dd.min(1) <= 1.0
+        person = (mask[y0:y1, x0:x1] > 0.5) | (hull > 0)
         region = inside.reshape(shape) & person
         # the capsule must not reach above the shoulder into the neck and head
         region &= ~((u.reshape(shape) < 0.05) & (np.arange(y0, y1)[:, None] < self.S[1]))
-        a = _smoothstep(u / 0.35)
+        # the upper arm follows the torso at the shoulder and its bone at the elbow
+        a = _smoothstep(u / 0.8)
         bb = _smoothstep((u - 0.85) / 0.3)
-        c = _smoothstep((u - 1.9) / 0.2)
+        c = _smoothstep((u - 1.75) / 0.35)
         wts = np.stack([1 - a, a * (1 - bb), a * bb * (1 - c), a * bb * c], 1).reshape(shape + (4,))
         self.weights = np.ascontiguousarray(wts.astype(np.float32))
         self.region = region
         self.region_f = region.astype(np.float32)
-        # pixels that can move (more than a trace of arm weight)
+        # pixels that can move (more than a trace of arm weight), and those that move far
+        # enough to uncover what is behind them (the forearm and hand; the upper arm turns
+        # about the shoulder and mostly covers its own place)
         self.moving = region & (self.weights[..., 0] < 0.98)
+        self.uncovering = region & ((self.weights[..., 2] + self.weights[..., 3]) > 0.2)
+        ys, xs = np.nonzero(region[::2, ::2])
+        self.samples = np.stack([xs * 2 + x0, ys * 2 + y0], 1).astype(np.float32)
 
     # --------------------------------------------------------------------------------------
     def solve(self, m: dict[str, float]) -> _Pose:
@@ -207,42 +232,33 @@ class _Arm:
         dS, dE, dW = d(sj), d(ej), d(wj)
         S2 = self.S + dS
         E_t, W_t = self.E + dE, self.W + dW
-        # two-bone IK: wrist into reach, elbow on the side nearest its target
-        L1, L2 = self.L1, self.L2
-        v = W_t - S2
-        dist = float(np.hypot(*v))
-        lo, hi = abs(L1 - L2) + 1e-3, 0.999 * (L1 + L2)
-        dist_c = min(max(dist, lo), hi)
-        base = _angle(v) if dist > 1e-6 else _angle(self.W - self.S)
-        cos_a = (L1 * L1 + dist_c * dist_c - L2 * L2) / (2 * L1 * dist_c)
-        alpha = math.acos(max(-1.0, min(1.0, cos_a)))
-        cands = [S2 + L1 * np.array([math.cos(base + s * alpha), math.sin(base + s * alpha)])
-                 for s in (1.0, -1.0)]
-        # which bend: nearest the elbow target, ties broken towards the photo's bend
-        rest_bend = _wrap(_angle(self.W - self.E) - _angle(self.E - self.S))
-        scores = []
-        for ec in cands:
-            bend = _wrap(_angle(W_t - ec) - _angle(ec - S2))
-            scores.append(float(np.hypot(*(ec - E_t))) + 0.05 * sw * abs(_wrap(bend - rest_bend)))
-        E2 = cands[int(np.argmin(scores))]
-        th1 = _soft_clamp(_wrap(_angle(E2 - S2) - _angle(self.E - self.S)), math.radians(MAX_UPPER_DEG))
+        # upper arm: rigid, turned towards the elbow's target (eased)
+        th1 = _soft_clamp(_wrap(_angle(E_t - S2) - _angle(self.E - self.S)), math.radians(MAX_UPPER_DEG))
         R1 = _rot(th1)
         E2 = S2 + R1 @ (self.E - self.S)
-        W_c = S2 + v * (dist_c / dist) if dist > 1e-6 else W_t      # the wrist, within reach
-        fore_abs = _wrap(_angle(W_c - E2) - _angle(self.W - self.E))
-        bend = _soft_clamp(_wrap(fore_abs - th1), math.radians(MAX_BEND_DEG))
-        R2 = _rot(th1 + bend)
-        W2 = E2 + R2 @ (self.W - self.E)
-        # hand: turns with the forearm, plus the turn of its own points when they are driven
+        # forearm: turned towards the wrist's target and stretched or shortened along its axis
+        # (a forearm pointing at the camera looks short: lifting it lengthens it in the image)
+        v0 = self.W - self.E
+        v1 = W_t - E2
+        bend = _soft_clamp(_wrap(_angle(v1) - _angle(v0) - th1), math.radians(MAX_BEND_DEG))
+        th2 = th1 + bend
+        k = float(np.hypot(*v1)) / max(self.L2, 1e-6)
+        k = float(np.clip(k, STRETCH[0], STRETCH[1]))
+        u = v0 / max(self.L2, 1e-6)
+        A2 = _rot(th2) @ (np.eye(2) + (k - 1.0) * np.outer(u, u))
+        W2 = E2 + A2 @ v0
+        # hand: rigid (the photo's hand shape), turning with the forearm; a short (foreshortened)
+        # forearm turns it less, as its turn is then mostly a lift towards the camera
+        f = min(1.0, self.L2 / (0.6 * self.sw))
+        th3 = th1 + f * bend
         hx, hy = f"body.{hn}.middle_1.x", f"body.{hn}.middle_1.y"
-        th3 = th1 + bend
         if hx in m or hy in m:
             hd = self.hand_dir + np.array([m.get(hx, 0.0), m.get(hy, 0.0)]) * sw - dW
             if np.hypot(*hd) > 1e-6 and np.hypot(*self.hand_dir) > 1e-6:
                 turn = _wrap(_angle(hd) - _angle(self.hand_dir))
-                th3 = th1 + bend + _soft_clamp(_wrap(turn - (th1 + bend)), math.radians(MAX_HAND_DEG))
+                th3 = th1 + f * bend + _soft_clamp(_wrap(turn - (th1 + f * bend)), math.radians(MAX_HAND_DEG))
         R3 = _rot(th3)
-        return _Pose([R1, R2, R3], [self.S, self.E, self.W], [S2, E2, W2])
+        return _Pose([R1, A2, R3], [self.S, self.E, self.W], [S2, E2, W2])
 
 
 class BodyLayer:
@@ -255,23 +271,62 @@ class BodyLayer:
         self.arms = arms
         self.sw = sw
         self.step = int(max(3, round(sw / 30)))
+        self._up: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._dirty: dict[int, list[tuple[int, int, int, int]]] = {}
         pm = np.asarray(portrait.person_mask) > 0.5
+        self.person = pm
         env = pm.copy()
         for arm in arms:
             cv2.circle(env.view(np.uint8), (int(round(arm.S[0])), int(round(arm.S[1]))),
-                       int(math.ceil(arm.reach * 1.05 + 0.5 * sw)), 1, -1)
+                       int(math.ceil(arm.reach * 1.05 + 0.1 * sw)), 1, -1)
+        # until prepare() sees the clip's motion: everywhere an arm can reach
         self.envelope = env
         self.env_f = env.astype(np.float32)
         # the clean plate: the photo with the moving arm regions inpainted, once
         hole = np.zeros((H, W), np.uint8)
         for arm in arms:
             x0, y0, x1, y1 = arm.box
-            hole[y0:y1, x0:x1] |= arm.moving.astype(np.uint8)
+            hole[y0:y1, x0:x1] |= arm.uncovering.astype(np.uint8)
         hole = cv2.dilate(hole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
         self.hole = hole.astype(bool)
         self.plate = self._inpaint(img, self.hole)
         self.stats: dict[str, float] = {"frames": 0, "moved_frames": 0, "disoccluded_px_max": 0,
                                         "disoccluded_px_sum": 0}
+
+    def prepare(self, channels: list[str], values: np.ndarray) -> np.ndarray:
+        """Fix the envelope for a clip before its first frame: the person mask, the clean
+        plate's area, and every place the clip's motion takes an arm (grown by a small margin).
+        Returns the envelope (H, W) bool."""
+        H, W = self.photo.shape[:2]
+        idx = [i for i, c in enumerate(channels) if c.startswith("body.")]
+        env = self.person | self.hole
+        if idx:
+            sub = 4
+            acc = np.zeros(((H + sub - 1) // sub, (W + sub - 1) // sub), np.uint8)
+            names = [channels[i] for i in idx]
+            vals = values[:, idx]
+            seen: set[bytes] = set()
+            for row in vals:
+                key = np.round(row, 3).tobytes()
+                if key in seen or not np.any(row):
+                    continue
+                seen.add(key)
+                m = dict(zip(names, row.tolist()))
+                for arm in self.arms:
+                    pose = arm.solve(m)
+                    if pose.is_rest():
+                        continue
+                    pts = arm.samples
+                    f, inreg, _ = self._forward(arm, pose, pts)
+                    f = f[inreg > 0.5]
+                    ij = np.clip(np.round(f / sub).astype(np.int64), 0, [acc.shape[1] - 1, acc.shape[0] - 1])
+                    acc[ij[:, 1], ij[:, 0]] = 1
+            g = int(max(1, round((0.04 * self.sw + 2 * self.step) / sub)))
+            acc = cv2.dilate(acc, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
+            env |= cv2.resize(acc, (W, H), interpolation=cv2.INTER_NEAREST).astype(bool)
+        self.envelope = env
+        self.env_f = env.astype(np.float32)
+        return env
 
     @classmethod
     def create(cls, portrait: Portrait) -> "BodyLayer | None":
@@ -386,7 +441,7 @@ class BodyLayer:
         cand, owner = [], []
         for k in range(3):
             R, piv, tgt = pose.rots[k], pose.pivots[k], pose.targets[k]
-            pk = (q - tgt) @ R + piv                   # inverse of p -> R (p - piv) + tgt
+            pk = (q - tgt) @ np.linalg.inv(R).T + piv   # inverse of p -> R (p - piv) + tgt
             inb = np.flatnonzero((pk[:, 0] >= ax0) & (pk[:, 0] < ax1) & (pk[:, 1] >= ay0) & (pk[:, 1] < ay1))
             cand.append(pk[inb])
             owner.append(np.column_stack([np.full(len(inb), k), inb]))
@@ -420,8 +475,13 @@ class BodyLayer:
         P = best_p.reshape(ny, nx, 2).astype(np.float32)
         ok = (chosen & (best_res < tol)).reshape(ny, nx).astype(np.float32)
         # grid node j sits at pixel bx0 + j*g: upsample with node-aligned coordinates
-        sx = (np.arange(w, dtype=np.float32) / g)[None, :].repeat(h, 0)
-        sy = (np.arange(h, dtype=np.float32) / g)[:, None].repeat(w, 1)
+        key = (h, w, g)
+        if key not in self._up:
+            if len(self._up) > 64:
+                self._up.clear()
+            self._up[key] = ((np.arange(w, dtype=np.float32) / g)[None, :].repeat(h, 0),
+                             (np.arange(h, dtype=np.float32) / g)[:, None].repeat(w, 1))
+        sx, sy = self._up[key]
         mapx = cv2.remap(P[..., 0], sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         mapy = cv2.remap(P[..., 1], sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         okf = cv2.remap(ok, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -430,8 +490,17 @@ class BodyLayer:
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
         alpha *= np.clip((okf - 0.5) * 4.0 + 0.5, 0.0, 1.0)
         alpha *= self.env_f[by0:by1, bx0:bx1]
-        col = cv2.remap(self.photo, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        col = cv2.remap(self.photo, mapx, mapy, cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
         return (bx0, by0, bx1, by1), col, alpha
+
+    def restore(self, frame: np.ndarray) -> None:
+        """Put the photo back where this layer drew into ``frame`` last time (frame buffers are
+        reused: they must hold the photo wherever the next frame does not draw)."""
+        boxes = self._dirty.pop(id(frame), None)
+        if boxes:
+            for x0, y0, x1, y1 in boxes:
+                frame[y0:y1, x0:x1] = self.photo[y0:y1, x0:x1]
 
     def poses(self, m: dict[str, float]) -> list[_Pose]:
         return [arm.solve(m) for arm in self.arms]
@@ -449,22 +518,28 @@ class BodyLayer:
         for arm, pose in moving:
             layers.append(self._layer(arm, pose))
         # uncovered: the clean plate where a moving arm was; then the arms over it
-        hole_px = 0
         for arm, _ in moving:
             x0, y0, x1, y1 = arm.box
-            hmask = self.hole[y0:y1, x0:x1]
-            frame[y0:y1, x0:x1][hmask] = self.plate[y0:y1, x0:x1][hmask]
-        cover = np.zeros(self.hole.shape, bool)
+            np.copyto(frame[y0:y1, x0:x1], self.plate[y0:y1, x0:x1],
+                      where=self.hole[y0:y1, x0:x1, None])
         for (bx0, by0, bx1, by1), col, alpha in layers:
             dst = frame[by0:by1, bx0:bx1]
             a = alpha[..., None]
-            blended = dst.astype(np.float32) * (1.0 - a) + col.astype(np.float32) * a
-            sel = alpha > 0.0
-            dst[sel] = np.clip(blended[sel] + 0.5, 0, 255).astype(np.uint8)
-            cover[by0:by1, bx0:bx1] |= alpha > 0.5
+            blended = dst * (1.0 - a) + col * a + 0.5
+            np.copyto(dst, blended.astype(np.uint8), where=a > 0.0)
+        # disoccluded: plate pixels no arm covers
+        hole_px = 0
         for arm, _ in moving:
             x0, y0, x1, y1 = arm.box
-            hole_px += int((arm.moving & ~cover[y0:y1, x0:x1]).sum())
+            cover = np.zeros((y1 - y0, x1 - x0), bool)
+            for (bx0, by0, bx1, by1), _, alpha in layers:
+                ix0, iy0, ix1, iy1 = max(x0, bx0), max(y0, by0), min(x1, bx1), min(y1, by1)
+                if ix1 > ix0 and iy1 > iy0:
+                    cover[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] |= alpha[iy0 - by0:iy1 - by0, ix0 - bx0:ix1 - bx0] > 0.5
+            hole_px += int((self.hole[y0:y1, x0:x1] & ~cover).sum())
+        self._dirty[id(frame)] = [arm.box for arm, _ in moving] + [box for box, _, _ in layers]
+        if len(self._dirty) > 256:
+            self._dirty.clear()
         self.stats["disoccluded_px_sum"] += hole_px
         self.stats["disoccluded_px_max"] = max(self.stats["disoccluded_px_max"], hole_px)
         self.last_disoccluded = hole_px
