@@ -168,7 +168,7 @@ def pose_body_track(seq: Any, rest_px: np.ndarray, rest_hands_px: np.ndarray | N
         cols[name + ".y"] = d[:, 1]
     # resample to the output rate, then loop
     src_fps = float(seq.fps)
-    n_src = max(1, int(math.floor((F - 1) * fps / src_fps)) + 1)
+    n_src = max(1, int(round(F * fps / src_fps)))
     pos, weight = _loop_index(int(n_frames), n_src, loop)
     src_pos = np.clip(pos * src_fps / fps, 0, F - 1)
     names = sorted(cols, key=lambda c: _BODY_INDEX[c])

@@ -126,11 +126,11 @@ def speech_gestures(speech: Speech, n_frames: int, fps: float, *, seed: int = 0,
         out = rng.uniform(-0.1, 0.15)
         # phrase envelope: the hands rise with the first syllables and, once the phrase is
         # over, stay a moment and then settle slowly (a settling hand is calm, not a gesture)
-        att, hold, rel = 0.35, 0.2, 1.4
+        att, hold, rel = 0.35, 0.15, 1.0
         env = np.clip(np.minimum((t - (t0 + 0.05)) / att, ((t1 + hold + rel) - t) / rel), 0, 1)
         env = env * env * (3 - 2 * env)
         # beats: the phrase start, then stress peaks a random 0.3-0.8 s apart
-        beats = [(t0 + 0.3, max(level, 0.6))] if t1 - t0 > 0.5 else []
+        beats = [(t0 + 0.35, max(level, 0.6))] if t1 - t0 > 0.6 else []
         i = a
         nxt = t0 + rng.uniform(0.3, 0.8)
         while True:
@@ -152,10 +152,18 @@ def speech_gestures(speech: Speech, n_frames: int, fps: float, *, seed: int = 0,
             for tb, s in beats:
                 amp = s * rng.uniform(0.16, 0.26)
                 width = rng.uniform(0.13, 0.2)
-                # a down-stroke that lands on the beat and recovers: a smooth bump
+                # a down-stroke that lands on the beat and recovers: a smooth bump, only while
+                # the hands are up (never in a pause)
                 u = (t - tb) / width
-                stroke[k] += amp * np.exp(-0.5 * (u + 0.4) ** 2) * (1.0 + 0.4 * np.tanh(u))
-                sway[k] += amp * rng.uniform(-0.6, 0.6) * np.exp(-0.5 * ((t - tb) / (1.5 * width)) ** 2)
+                stroke[k] += env * amp * np.exp(-0.5 * (u + 0.4) ** 2) * (1.0 + 0.4 * np.tanh(u))
+                sway[k] += env * amp * rng.uniform(-0.6, 0.6) * np.exp(-0.5 * ((t - tb) / (1.5 * width)) ** 2)
+    # strokes only while a syllable is heard (a bridged pause keeps the hands up, still)
+    sp_s = _smooth(on.astype(np.float64), 0.03 / hop)
+    sh = int(round(0.08 / hop))
+    inner = np.minimum(np.concatenate([np.zeros(sh), sp_s[:-sh]]), np.concatenate([sp_s[sh:], np.zeros(sh)]))
+    speaking = _resample(inner, hop, n_frames, fps)
+    stroke *= speaking
+    sway *= speaking
     for k, side in enumerate(("r", "l")):
         outward = -1.0 if side == "r" else 1.0
         wx = outward * spread[k] + sway[k]
