@@ -523,6 +523,70 @@ def extract_motion_cmd(
                      f"({track.duration:.2f} s), {len(track.channels)} channels", soft_wrap=True)
 
 
+# ------------------------------------------------------------------------------------------------
+# pose files (echomimic.pose/1): convert-poses, extract-pose
+# ------------------------------------------------------------------------------------------------
+
+
+def _pose_summary(seq: Any, output: Path) -> str:
+    hands = seq.hands[:, :, 0, 2] > 0
+    return (f"wrote {output}: {seq.n_frames} frames at {seq.fps:g} fps ({seq.duration:.2f} s), "
+            f"{seq.width}x{seq.height}; body in {int((seq.body[:, 1, 2] > 0).sum())}, left hand "
+            f"in {int(hands[:, 0].sum())}, right hand in {int(hands[:, 1].sum())} frames")
+
+
+@app.command("convert-poses")
+@_handles_errors
+def convert_poses_cmd(
+    folder: Annotated[Path, typer.Argument(
+        help="EchoMimic V2 pose folder (0.npy, 1.npy, ... pickled DWPose dicts), or an "
+             "echomimic.pose/1 file (JSON or NPZ) to convert to the other format.",
+        show_default=False)],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="The pose file to write (.npz or .json).", show_default=False)],
+    fps: Annotated[float, typer.Option("--fps", help="Frame rate of the poses (V2 demos: 24).",
+                                       min=1, max=240)] = 24.0,
+    trust_pickle: Annotated[bool, typer.Option(
+        "--trust-pickle", help="Read the pickled .npy files (loading a pickle can run code: "
+        "only for a local folder you trust).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Convert an EchoMimic V2 pose folder into a safe echomimic.pose/1 file (NPZ or JSON)."""
+    from .motion.body_pose import convert_v2_folder, load_pose_sequence, save_pose_sequence
+
+    if folder.is_dir():
+        with _ProgressBar(quiet=quiet) as bar:
+            seq = convert_v2_folder(folder, trust_pickle=trust_pickle, fps=fps, progress=bar)
+    else:
+        seq = load_pose_sequence(folder)          # JSON <-> NPZ; never a pickle
+    save_pose_sequence(seq, output)
+    _console().print(_pose_summary(seq, output), soft_wrap=True)
+
+
+@app.command("extract-pose")
+@_handles_errors
+def extract_pose_cmd(
+    video: Annotated[Path, typer.Argument(help="The video of a person.", show_default=False)],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="The pose file to write (.json or .npz).", show_default=False)],
+    face: Annotated[bool, typer.Option("--face/--no-face",
+                                       help="Also the 68 face points.")] = True,
+    smooth: Annotated[bool, typer.Option("--smooth/--raw",
+                                         help="One-Euro smoothing over time.")] = True,
+    max_frames: Annotated[Optional[int], typer.Option(
+        "--max-frames", help="Stop after this many frames.", min=1)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Body, hand and face poses of the person in a video, as an echomimic.pose/1 file."""
+    from .motion.body_pose import extract_pose, save_pose_sequence
+
+    _require_file(video, "video", VideoError)
+    with _ProgressBar(quiet=quiet) as bar:
+        seq = extract_pose(video, face=face, smooth=smooth, max_frames=max_frames, progress=bar)
+    save_pose_sequence(seq, output)
+    _console().print(_pose_summary(seq, output), soft_wrap=True)
+
+
 @app.command("renderers")
 @_handles_errors
 def renderers_cmd(

@@ -155,6 +155,11 @@ class _Models:
         self.hands = mp.solutions.hands.Hands(
             static_image_mode=static, max_num_hands=2, model_complexity=1,
             min_detection_confidence=0.5, min_tracking_confidence=0.5)
+        # hands the whole-frame search missed are looked for again on a crop around the pose's
+        # wrist, where the hand is big enough for the palm detector
+        self.hands_roi = mp.solutions.hands.Hands(
+            static_image_mode=True, max_num_hands=2, model_complexity=1,
+            min_detection_confidence=0.5)
         self.mesh = None
         if face:
             self.mesh = mp.solutions.face_mesh.FaceMesh(
@@ -162,7 +167,7 @@ class _Models:
                 min_detection_confidence=0.4)
 
     def close(self) -> None:
-        for m in (self.pose, self.hands, self.mesh):
+        for m in (self.pose, self.hands, self.hands_roi, self.mesh):
             if m is not None:
                 m.close()
 
@@ -227,6 +232,12 @@ def _assign_hands(body: np.ndarray, found: list[tuple[np.ndarray, str, float]],
             if have[slot] and c > 1.2:
                 c = np.inf                      # too far from this arm's wrist
             cost[i, slot] = c + (0.0 if label_slot[i] == slot else 0.35)
+    # two detections of one hand (trackers drifting onto the same hand): keep the surer one
+    for i in range(len(found)):
+        for j in range(i + 1, len(found)):
+            a, b = found[i][0], found[j][0]
+            if float(np.hypot((a[:, 0] - b[:, 0]) * aspect, a[:, 1] - b[:, 1]).mean()) < 0.1 * scale:
+                cost[i if found[i][2] < found[j][2] else j] = np.inf
     taken: set[int] = set()
     order = sorted(((cost[i, s], i, s) for i in range(len(found)) for s in (0, 1)))
     used: set[int] = set()
@@ -239,6 +250,68 @@ def _assign_hands(body: np.ndarray, found: list[tuple[np.ndarray, str, float]],
         used.add(i)
         taken.add(s)
     return hands
+
+
+#: Input size of the crop searched for a missed hand.
+_ROI_INPUT = 256
+# MediaPipe Pose's wrist, index knuckle and little-finger knuckle of each side (person's)
+_MP_HAND = {LEFT_HAND: (15, 19, 17), RIGHT_HAND: (16, 20, 18)}
+
+
+def _hand_in_roi(models: _Models, img: np.ndarray, body: np.ndarray, mp_points: np.ndarray,
+                 hands: np.ndarray, slot: int) -> None:
+    """Look for hand ``slot`` on a square crop around where the pose puts that hand (in place).
+
+    Used when the whole-frame search found no hand there although the pose sees the wrist: the
+    palm detector sees the whole frame at 192 pixels, where a hand in a tall phone video is a
+    few pixels wide. The crop is centred on the pose's wrist and knuckles and sized from the
+    forearm, the shoulders and the hand itself (a forearm pointing at the camera looks short). A
+    hand found on the crop is kept only when its wrist is near the pose's wrist and it is not the
+    other hand found again.
+    """
+    h, w = img.shape[:2]
+    wi, ei = (7, 6) if slot == LEFT_HAND else (4, 3)
+    if body[wi, 2] <= 0:
+        return
+    scale = np.array([w, h], np.float64)
+    wrist = body[wi, :2] * scale
+    mw, mi, mpk = _MP_HAND[slot]
+    knuckles = (mp_points[mi, :2] + mp_points[mpk, :2]) / 2 * scale
+    centre = (wrist + knuckles * 2) / 3
+    sizes = [5.0 * float(np.hypot(*(knuckles - wrist)))]
+    if body[ei, 2] > 0:
+        sizes.append(2.0 * float(np.hypot(*(wrist - body[ei, :2] * scale))))
+    if body[2, 2] > 0 and body[5, 2] > 0:
+        sizes.append(1.0 * float(np.hypot(*((body[2, :2] - body[5, :2]) * scale))))
+    side = int(round(max(sizes)))
+    if side < 16:
+        return
+    x0, y0 = int(round(centre[0] - side / 2)), int(round(centre[1] - side / 2))
+    pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
+    if pad > side // 2:                       # the crop lies mostly outside the picture
+        return
+    src = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT) if pad else img
+    crop = src[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
+    inp = cv2.resize(crop, (_ROI_INPUT, _ROI_INPUT),
+                     interpolation=cv2.INTER_AREA if side > _ROI_INPUT else cv2.INTER_LINEAR)
+    res = models.hands_roi.process(np.ascontiguousarray(inp))
+    other = hands[1 - slot]
+    best = None
+    for lms, hd in zip(res.multi_hand_landmarks or [], res.multi_handedness or []):
+        pts = np.array([(p.x, p.y) for p in lms.landmark], np.float64) * side
+        pts += (x0, y0)
+        d = float(np.hypot(*(pts[0] - wrist)))
+        if d > 0.3 * side:
+            continue                          # not this arm's hand
+        if other[0, 2] > 0:
+            sep = float(np.hypot(*(pts - other[:, :2] * scale).T).mean())
+            if sep < 0.1 * side:
+                continue                      # the other hand, found again
+        if best is None or d < best[0]:
+            best = (d, pts / scale, float(hd.classification[0].score))
+    if best is not None:
+        hands[slot, :, :2] = best[1]
+        hands[slot, :, 2] = float(np.clip(best[2], 0.0, 1.0))
 
 
 def _face_from_mesh(models: _Models, rgb: np.ndarray, body: np.ndarray) -> np.ndarray:
@@ -285,8 +358,10 @@ def _run(models: _Models, rgb: np.ndarray) -> BodyPose:
     res = models.pose.process(img)
     if res.pose_landmarks is not None:
         body = _body_from_pose(res.pose_landmarks)
+        mp_points = np.array([(p.x, p.y, p.visibility) for p in res.pose_landmarks.landmark])
     else:
         body = np.zeros((18, 3), np.float64)
+        mp_points = np.zeros((33, 3))
     hres = models.hands.process(img)
     found = []
     for lms, hd in zip(hres.multi_hand_landmarks or [], hres.multi_handedness or []):
@@ -294,6 +369,9 @@ def _run(models: _Models, rgb: np.ndarray) -> BodyPose:
         c = hd.classification[0]
         found.append((pts, c.label, float(c.score)))
     hands = _assign_hands(body, found, aspect=w / h)
+    for slot in (LEFT_HAND, RIGHT_HAND):
+        if hands[slot, 0, 2] <= 0:
+            _hand_in_roi(models, img, body, mp_points, hands, slot)
     face = _face_from_mesh(models, img, body)
     pose.body = body.astype(np.float32)
     pose.hands = hands.astype(np.float32)

@@ -373,6 +373,8 @@ def _from_numpy(data: bytes, name: str) -> PoseSequence:
             height = _npz_scalar(z, "height", name)
             body = z["body"]
             n = body.shape[0] if body.ndim else 0
+            if n > MAX_POSE_FRAMES:
+                raise PoseError(f"{name} has {n} frames; the limit is {MAX_POSE_FRAMES}")
             hands = z["hands"] if "hands" in files else np.zeros((n, 2, 21, 3), np.float32)
             face = z["face"] if "face" in files else np.zeros((n, 68, 3), np.float32)
         except ValueError as exc:                 # an object array inside the archive
