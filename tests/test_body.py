@@ -402,3 +402,37 @@ def test_rendered_speech_gestures_move_in_speech_not_in_pauses(layer, figure):
     e_on, e_pause = _energy(c, on), _energy(c, pause)
     assert e_on > 0.5                                            # pixels² per frame
     assert e_on >= 3.0 * e_pause, (e_on, e_pause)
+
+
+# ------------------------------------------------------------------------------------------
+# REST: the pose upload
+# ------------------------------------------------------------------------------------------
+
+def test_rest_pose_upload_is_validated(tmp_path, astronaut_png, short_speech):
+    """A pickled or malformed pose upload is refused with a 4xx and a code before queueing."""
+    import io
+    import pickle
+
+    from fastapi.testclient import TestClient
+
+    from echomimic.service.app import create_app
+    from echomimic.service.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path, auth=False))
+    bad_shape = io.BytesIO()
+    np.savez(bad_shape, body=np.zeros((3, 17, 3)), hands=np.zeros((3, 2, 21, 3)),
+             face=np.zeros((3, 68, 3)), fps=25.0, width=64, height=64)
+    cases = {"pickle": pickle.dumps({"bodies": {"candidate": [[0.5, 0.5]]}}),
+             "npy-pickle": b"\x93NUMPY\x01\x00" + b"v" * 20,
+             "shape": bad_shape.getvalue(),
+             "schema": json.dumps({"schema": "echomimic.pose/9", "frames": []}).encode()}
+    with TestClient(app) as client:
+        for what, blob in cases.items():
+            r = client.post("/api/v1/generate", files={
+                "image": ("a.png", astronaut_png.read_bytes(), "image/png"),
+                "audio": ("a.wav", short_speech.path.read_bytes(), "audio/wav"),
+                "pose": ("p.npz", blob, "application/octet-stream")})
+            assert 400 <= r.status_code < 500, (what, r.status_code, r.text)
+            body = r.json()
+            assert body["code"] and "pose" in body["message"].lower(), (what, body)
+            assert "Traceback" not in r.text

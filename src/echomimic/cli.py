@@ -187,8 +187,12 @@ OPTION_HELP: dict[str, str] = {
     "volume": "TTS volume (0-200).",
     "drive": "Regions that follow a driving video: head, eyes, brows, lips or all (comma list).",
     "motion_scale": "Strength of the driving video's motion (expression and head scales multiply on top).",
-    "loop": "When the driving video is shorter than the speech: pingpong, repeat or hold.",
-    "relative": "Head pose relative to the driving video's first pose (--absolute: as measured).",
+    "loop": "When the driving video or --pose sequence is shorter than the speech: pingpong, "
+            "repeat or hold (speech: a pose sequence hands over to speech gestures).",
+    "gesture_scale": "Body motion of a half-body photo (speech gestures, --pose, prompt body "
+                     "actions); 0 keeps the arms still.",
+    "relative": "Head pose and body relative to the driver's first pose, scaled to this person "
+                "(--absolute: as measured; for --pose, joints where the sequence puts them).",
     "preset": "x264 speed preset (ultrafast ... veryslow).",
 }
 
@@ -283,6 +287,9 @@ def animate_cmd(
     prompt: Annotated[Optional[str], typer.Option(
         "--prompt", "-p", help='Directed actions and emotion, e.g. "smiles, then nods twice; '
         'looks left at the end" or "微笑并点头".')] = None,
+    pose: Annotated[Optional[Path], typer.Option(
+        "--pose", help="A body-pose sequence (echomimic.pose/1 JSON or NPZ): the arms and hands "
+        "of a half-body photo follow it (see docs/halfbody.md).")] = None,
     motion_out: Annotated[Optional[Path], typer.Option(
         "--motion-out", help="Also save the rendered motion track (JSON).")] = None,
     preview: Annotated[Optional[Path], typer.Option(
@@ -300,13 +307,18 @@ def animate_cmd(
 
     if sum(x is not None for x in (audio, text)) > 1:
         raise InvalidOption("give either --audio or --text, not both")
-    if audio is None and text is None and motion is None and video is None:
-        raise InvalidOption("nothing drives the portrait: give --audio, --text, --video or "
-                            "--motion")
+    if audio is None and text is None and motion is None and video is None and pose is None:
+        raise InvalidOption("nothing drives the portrait: give --audio, --text, --video, --pose "
+                            "or --motion")
     _require_file(image, "image", ImageError)
     _require_file(audio, "audio", AudioError)
     _require_file(motion, "motion", MotionError)
     _require_file(video, "video", VideoError)
+    if pose is not None:
+        from .errors import PoseError
+
+        _require_file(pose, "pose", PoseError)
+        options["pose"] = pose
     opts = {k: v for k, v in options.items() if v is not None}
     t0 = time.perf_counter()
     with _ProgressBar(quiet=quiet or as_json) as bar:

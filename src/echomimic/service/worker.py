@@ -112,6 +112,7 @@ def run_claimed(job: Job, *, store: JobStore, storage: LocalStorage, settings: S
             raise InvalidOption("the job has no image")
         result = animate(inputs["image"], out, audio=inputs.get("audio"),
                          video=inputs.get("video"), text=params.get("text"),
+                         pose=inputs.get("pose"),
                          transcript=params.get("transcript"), prompt=params.get("prompt"),
                          progress=progress, **options)
     except LeaseLost:

@@ -31,6 +31,7 @@ GROUPS: dict[str, str] = {
     "speech": "Speech",
     "voice": "Voice",
     "video": "Video driving",
+    "body": "Half body (arms and hands)",
 }
 
 #: Modes in which each tab-bound group is used.
@@ -114,6 +115,8 @@ CONTROL_HINTS: dict[str, dict[str, Any]] = {
                      "step": 0.05},
     "loop": {"group": "video", "widget": "radio", "choices": ["pingpong", "repeat", "hold"],
              "label": "When the video is shorter than the speech"},
+    "gesture_scale": {"group": "body", "widget": "slider", "minimum": 0, "maximum": 3,
+                      "step": 0.05, "label": "Gesture scale (0 = still arms)"},
     "relative": {"group": "video", "widget": "checkbox",
                  "label": "Head pose relative to the video's first frame"},
     "max_side": {"group": "advanced", "widget": "number", "minimum": 0,
