@@ -474,6 +474,8 @@ def bench_cmd(
     quality: Annotated[bool, typer.Option(
         "--quality", help="Run the lip-sync evaluation set instead (held-out split; minutes).")]
     = False,
+    halfbody: Annotated[Optional[Path], typer.Option(
+        "--halfbody", help="A half-body photo: adds a 768x768 case with moving arms.")] = None,
 ) -> None:
     """Time the pipeline per stage (ms/frame) and the real-time factor, or, with --quality,
     measure lip-sync on the synthesized evaluation set."""
@@ -497,7 +499,8 @@ def bench_cmd(
             sys.stdout.write(format_summary(summary) + "\n")
         return
 
-    report = run_bench(seconds=seconds, sizes=parse_sizes(sizes), fps=fps, log=note)
+    report = run_bench(seconds=seconds, sizes=parse_sizes(sizes), fps=fps, log=note,
+                       halfbody=halfbody)
     if as_json:
         _print_json(report.to_dict())
     else:
