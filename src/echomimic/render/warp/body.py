@@ -164,6 +164,10 @@ class _Arm:
             self.hand_r = 0.13 * sw
             self.hand_dir = fdir * 0.3 * self.L2
         self.hand_len = float(np.hypot(*(self.tip - self.W)))
+        # a forearm pointing at the camera may lengthen in the image up to a typical forearm's
+        # length when it is lifted
+        self.k_max = float(np.clip(0.55 * sw / max(self.L2, 1e-6), STRETCH[1], 3.0))
+        self._turns = np.radians(np.arange(-90.0, 90.5, 1.0))
         self.reach = self.L1 + self.L2 + self.hand_len
         h, w = mask.shape
         r_up, r_fo = 0.13 * sw, 0.14 * sw
@@ -232,8 +236,20 @@ class _Arm:
         dS, dE, dW = d(sj), d(ej), d(wj)
         S2 = self.S + dS
         E_t, W_t = self.E + dE, self.W + dW
-        # upper arm: rigid, turned towards the elbow's target (eased)
+        # upper arm: rigid, turned towards the elbow's target (eased) -- or, when the wrist's
+        # target is then out of the forearm's reach, by the nearest turn that brings it in reach
+        # (the wrist is what a gesture is about)
         th1 = _soft_clamp(_wrap(_angle(E_t - S2) - _angle(self.E - self.S)), math.radians(MAX_UPPER_DEG))
+        k_lo, k_hi = STRETCH[0], self.k_max
+        ths = th1 + self._turns
+        ths = ths[np.abs(ths) <= math.radians(MAX_UPPER_DEG)]
+        ue = self.E - self.S
+        c, s_ = np.cos(ths), np.sin(ths)
+        e2 = S2[None] + np.stack([c * ue[0] - s_ * ue[1], s_ * ue[0] + c * ue[1]], 1)
+        dist = np.hypot(*(W_t[None] - e2).T)
+        viol = np.maximum(k_lo * self.L2 - dist, 0) + np.maximum(dist - k_hi * self.L2, 0)
+        cost = viol * 1e3 + np.abs(ths - th1) * self.L1
+        th1 = float(ths[int(np.argmin(cost))]) if len(ths) else th1
         R1 = _rot(th1)
         E2 = S2 + R1 @ (self.E - self.S)
         # forearm: turned towards the wrist's target and stretched or shortened along its axis
@@ -243,7 +259,7 @@ class _Arm:
         bend = _soft_clamp(_wrap(_angle(v1) - _angle(v0) - th1), math.radians(MAX_BEND_DEG))
         th2 = th1 + bend
         k = float(np.hypot(*v1)) / max(self.L2, 1e-6)
-        k = float(np.clip(k, STRETCH[0], STRETCH[1]))
+        k = float(np.clip(k, k_lo, k_hi))
         u = v0 / max(self.L2, 1e-6)
         A2 = _rot(th2) @ (np.eye(2) + (k - 1.0) * np.outer(u, u))
         W2 = E2 + A2 @ v0
