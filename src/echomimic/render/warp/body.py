@@ -71,6 +71,12 @@ def _soft_clamp(x: float, limit: float) -> float:
     return math.copysign(knee + (limit - knee) * math.tanh((a - knee) / (limit - knee)), x)
 
 
+def _inv2(a: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x2 matrix (analytic: LAPACK's call overhead dominates at this size)."""
+    det = a[0, 0] * a[1, 1] - a[0, 1] * a[1, 0]
+    return np.array([[a[1, 1], -a[0, 1]], [-a[1, 0], a[0, 0]]]) / det
+
+
 def _rot(theta: float) -> np.ndarray:
     c, s = math.cos(theta), math.sin(theta)
     return np.array([[c, -s], [s, c]])
@@ -221,8 +227,9 @@ class _Arm:
         # about the shoulder and mostly covers its own place)
         self.moving = region & (self.weights[..., 0] < 0.98)
         self.uncovering = region & ((self.weights[..., 2] + self.weights[..., 3]) > 0.2)
-        ys, xs = np.nonzero(region[::2, ::2])
-        self.samples = np.stack([xs * 2 + x0, ys * 2 + y0], 1).astype(np.float32)
+        st = 3
+        ys, xs = np.nonzero(region[::st, ::st])
+        self.samples = np.stack([xs * st + x0, ys * st + y0], 1).astype(np.float32)
 
     # --------------------------------------------------------------------------------------
     def solve(self, m: dict[str, float]) -> _Pose:
@@ -322,7 +329,9 @@ class BodyLayer:
             names = [channels[i] for i in idx]
             vals = values[:, idx]
             seen: set[bytes] = set()
-            for row in vals:
+            # every other frame (and the last): neighbours differ by less than the margin
+            rows = np.concatenate([vals[::2], vals[-1:]]) if len(vals) > 2 else vals
+            for row in rows:
                 key = np.round(row, 3).tobytes()
                 if key in seen or not np.any(row):
                     continue
@@ -337,7 +346,7 @@ class BodyLayer:
                     f = f[inreg > 0.5]
                     ij = np.clip(np.round(f / sub).astype(np.int64), 0, [acc.shape[1] - 1, acc.shape[0] - 1])
                     acc[ij[:, 1], ij[:, 0]] = 1
-            g = int(max(1, round((0.04 * self.sw + 2 * self.step) / sub)))
+            g = int(max(2, round((0.04 * self.sw + 2 * self.step + 4) / sub)))
             acc = cv2.dilate(acc, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
             env |= cv2.resize(acc, (W, H), interpolation=cv2.INTER_NEAREST).astype(bool)
         self.envelope = env
@@ -457,7 +466,7 @@ class BodyLayer:
         cand, owner = [], []
         for k in range(3):
             R, piv, tgt = pose.rots[k], pose.pivots[k], pose.targets[k]
-            pk = (q - tgt) @ np.linalg.inv(R).T + piv   # inverse of p -> R (p - piv) + tgt
+            pk = (q - tgt) @ _inv2(R).T + piv           # inverse of p -> R (p - piv) + tgt
             inb = np.flatnonzero((pk[:, 0] >= ax0) & (pk[:, 0] < ax1) & (pk[:, 1] >= ay0) & (pk[:, 1] < ay1))
             cand.append(pk[inb])
             owner.append(np.column_stack([np.full(len(inb), k), inb]))
@@ -498,16 +507,18 @@ class BodyLayer:
             self._up[key] = ((np.arange(w, dtype=np.float32) / g)[None, :].repeat(h, 0),
                              (np.arange(h, dtype=np.float32) / g)[:, None].repeat(w, 1))
         sx, sy = self._up[key]
-        mapx = cv2.remap(P[..., 0], sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        mapy = cv2.remap(P[..., 1], sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        okf = cv2.remap(ok, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         x0, y0 = arm.box[0], arm.box[1]
-        alpha = cv2.remap(arm.region_f, mapx - x0, mapy - y0, cv2.INTER_LINEAR,
+        # one remap upsamples the map and its validity; the map in the arm box's coordinates
+        # samples the arm's region (alpha), in the frame's the photo (colours)
+        grid = np.dstack([P[..., 0] - x0, P[..., 1] - y0, ok])
+        up = cv2.remap(grid, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        mbx, mby, okf = cv2.split(up)
+        alpha = cv2.remap(arm.region_f, mbx, mby, cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        mapx, mapy = mbx + np.float32(x0), mby + np.float32(y0)
         alpha *= np.clip((okf - 0.5) * 4.0 + 0.5, 0.0, 1.0)
         alpha *= self.env_f[by0:by1, bx0:bx1]
-        col = cv2.remap(self.photo, mapx, mapy, cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        col = cv2.remap(self.photo, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return (bx0, by0, bx1, by1), col, alpha
 
     def restore(self, frame: np.ndarray) -> None:
@@ -539,10 +550,15 @@ class BodyLayer:
             np.copyto(frame[y0:y1, x0:x1], self.plate[y0:y1, x0:x1],
                       where=self.hole[y0:y1, x0:x1, None])
         for (bx0, by0, bx1, by1), col, alpha in layers:
-            dst = frame[by0:by1, bx0:bx1]
-            a = alpha[..., None]
-            blended = dst * (1.0 - a) + col * a + 0.5
-            np.copyto(dst, blended.astype(np.uint8), where=a > 0.0)
+            on = alpha > 0.0
+            rows, cols = np.flatnonzero(on.any(1)), np.flatnonzero(on.any(0))
+            if not len(rows):
+                continue
+            r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+            dst = frame[by0 + r0:by0 + r1, bx0 + c0:bx0 + c1]
+            a = np.ascontiguousarray(alpha[r0:r1, c0:c1])
+            blended = cv2.blendLinear(np.ascontiguousarray(col[r0:r1, c0:c1]), dst, a, 1.0 - a)
+            np.copyto(dst, blended, where=on[r0:r1, c0:c1, None])
         # disoccluded: plate pixels no arm covers
         hole_px = 0
         for arm, _ in moving:
