@@ -40,6 +40,8 @@ REST_SKELETON: dict[str, tuple[float, float]] = {
 }
 
 _ARM_JOINTS = ("shoulder", "elbow", "wrist")
+#: farthest a body action moves a joint from the photo's pose (shoulder widths)
+MAX_ACTION_REACH = 0.6
 
 
 def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -262,6 +264,11 @@ def body_action(name: str, side: str | None, t: np.ndarray, start: float, end: f
             targets = {"elbow": np.array([0.55 * d, 0.5]), "wrist": np.array([1.1 * d, 0.55])}
         for j, tgt in targets.items():
             disp = (tgt - r[j]) * s if s < 1 else (tgt - r[j])
+            # the photo's pixels can only go so far: a pose far from the photo's is approached
+            # (at most MAX_ACTION_REACH shoulder widths), not reached
+            norm = float(np.hypot(*disp))
+            if norm > MAX_ACTION_REACH:
+                disp = disp * (MAX_ACTION_REACH / norm)
             out[f"body.{arm}_{j}.x"] = out.get(f"body.{arm}_{j}.x", 0.0) + disp[0] * env
             out[f"body.{arm}_{j}.y"] = out.get(f"body.{arm}_{j}.y", 0.0) + disp[1] * env
         if name == "wave":

@@ -45,7 +45,7 @@ __all__ = ["BodyLayer", "MIN_SCORE", "MAX_UPPER_DEG", "MAX_BEND_DEG", "MAX_HAND_
 #: joints with a lower score are treated as not found
 MIN_SCORE = 0.3
 #: reachable-pose limits (degrees from the photo's pose), eased with a soft clamp
-MAX_UPPER_DEG = 80.0
+MAX_UPPER_DEG = 45.0
 MAX_BEND_DEG = 110.0
 MAX_HAND_DEG = 45.0
 #: how much a forearm may shorten / lengthen in the image (its foreshortening changes)
