@@ -550,3 +550,46 @@ def test_docs_carry_the_packaged_schema():
     packaged = resources.files("echomimic").joinpath("schemas", "pose.schema.json").read_bytes()
     docs = (Path(__file__).resolve().parents[1] / "docs" / "pose.schema.json").read_bytes()
     assert packaged == docs
+
+
+def test_wrist_tracks_from_frames(monkeypatch):
+    """wrist_tracks feeds every frame to one tracker and keeps hand wrists (or, when asked, the
+    pose's wrists) per frame, NaN where not visible."""
+    import echomimic.analysis.body as body_mod
+    from echomimic.quality.body import wrist_tracks
+
+    seen = []
+
+    class FakeTracker:
+        def __init__(self, **kw):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def __call__(self, rgb):
+            i = len(seen)
+            seen.append(rgb.shape)
+            p = body_mod.BodyPose.empty(rgb.shape[1], rgb.shape[0])
+            p.body[[1, 2, 5], 2] = 1
+            p.body[4] = (0.3, 0.8, 0.9)                 # right wrist seen by the pose
+            if i % 3:                                    # the hand model finds it 2 frames in 3
+                p.hands[1, :, :2] = (0.31 + 0.01 * i, 0.81)
+                p.hands[1, :, 2] = 0.9
+            return p
+
+    monkeypatch.setattr(body_mod, "BodyTracker", FakeTracker)
+    frames = [np.zeros((40, 60, 3), np.uint8)] * 9
+    tracks = wrist_tracks(iter(frames), fps=12)
+    assert len(seen) == 9 and tracks.n_frames == 9 and (tracks.width, tracks.height) == (60, 40)
+    vis = tracks.visible("right")
+    np.testing.assert_array_equal(vis, [i % 3 != 0 for i in range(9)])
+    np.testing.assert_allclose(tracks.right[vis, 0], [0.31 + 0.01 * i for i in range(9) if i % 3])
+    assert not tracks.visible("left").any() and tracks.body.all()
+    loose = wrist_tracks(iter(frames), fps=12, need_hand=False)
+    assert loose.visible("right").all() and loose.right[0, 0] == pytest.approx(0.3)
+    with pytest.raises(ValueError):
+        wrist_tracks(iter(frames))                       # frames need a frame rate

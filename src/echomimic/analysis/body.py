@@ -236,7 +236,8 @@ def _assign_hands(body: np.ndarray, found: list[tuple[np.ndarray, str, float]],
     for i in range(len(found)):
         for j in range(i + 1, len(found)):
             a, b = found[i][0], found[j][0]
-            if float(np.hypot((a[:, 0] - b[:, 0]) * aspect, a[:, 1] - b[:, 1]).mean()) < 0.1 * scale:
+            sep = float(np.hypot((a[:, 0] - b[:, 0]) * aspect, a[:, 1] - b[:, 1]).mean())
+            if sep < 0.1 * scale:
                 cost[i if found[i][2] < found[j][2] else j] = np.inf
     taken: set[int] = set()
     order = sorted(((cost[i, s], i, s) for i in range(len(found)) for s in (0, 1)))
@@ -334,7 +335,8 @@ def _face_from_mesh(models: _Models, rgb: np.ndarray, body: np.ndarray) -> np.nd
     crop = src[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
     if crop.size == 0:
         return face
-    inp = cv2.resize(crop, (256, 256), interpolation=cv2.INTER_AREA if side > 256 else cv2.INTER_LINEAR)
+    inp = cv2.resize(crop, (256, 256),
+                     interpolation=cv2.INTER_AREA if side > 256 else cv2.INTER_LINEAR)
     res = models.mesh.process(np.ascontiguousarray(inp))
     if not res.multi_face_landmarks:
         return face
@@ -474,8 +476,8 @@ def draw_pose(canvas: np.ndarray, body: np.ndarray, hands: np.ndarray | None = N
             for k, (a, b) in enumerate(HAND_EDGES):
                 if hand[a, 2] > 0 and hand[b, 2] > 0:
                     r, g, bb = colorsys.hsv_to_rgb(k / len(HAND_EDGES), 1.0, 1.0)
-                    cv2.line(out, px(hand[a]), px(hand[b]), (int(r * 255), int(g * 255), int(bb * 255)),
-                             max(1, t), cv2.LINE_AA)
+                    col = (int(r * 255), int(g * 255), int(bb * 255))
+                    cv2.line(out, px(hand[a]), px(hand[b]), col, max(1, t), cv2.LINE_AA)
             for k in range(21):
                 if hand[k, 2] > 0:
                     cv2.circle(out, px(hand[k]), max(1, t), (0, 0, 255), -1, cv2.LINE_AA)

@@ -179,8 +179,9 @@ def validate_pose_sequence(seq: PoseSequence, name: str = "pose sequence") -> Po
         if arr.dtype.kind not in "iuf":
             raise PoseError(f"{name}: {part} must hold numbers, got {arr.dtype}")
         if arr.ndim != len(shape) + 1 or tuple(arr.shape[1:]) != shape:
-            raise PoseError(f"{name}: {part} must have shape (frames, {', '.join(map(str, shape))}),"
-                            f" got {tuple(arr.shape)}")
+            want = ", ".join(map(str, shape))
+            raise PoseError(f"{name}: {part} must have shape (frames, {want}), "
+                            f"got {tuple(arr.shape)}")
         if n is None:
             n = arr.shape[0]
         elif arr.shape[0] != n:
@@ -236,7 +237,8 @@ def _describe(error, name: str) -> str:
     for p in path[1:]:
         where = f"{where}[{p}]"
     if error.validator == "const" and path == ["schema"]:
-        return f"{name}: unsupported pose schema {error.instance!r} (this version reads {POSE_SCHEMA_ID!r})"
+        return (f"{name}: unsupported pose schema {error.instance!r} (this version reads "
+                f"{POSE_SCHEMA_ID!r})")
     if error.validator == "const" and path == ["layout"]:
         return f"{name}: unsupported layout {error.instance!r} (only {POSE_LAYOUT!r})"
     if error.validator == "required":

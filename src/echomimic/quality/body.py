@@ -6,7 +6,8 @@ asked to.
 
 * :func:`wrist_tracks` – the wrists in every frame of a video (or an iterable of frames), found
   with :class:`echomimic.analysis.body.BodyTracker` (MediaPipe Pose + Hands);
-  :func:`wrist_tracks_from_poses` – the same from a :class:`~echomimic.motion.body_pose.PoseSequence`.
+  :func:`wrist_tracks_from_poses` – the same from a
+  :class:`~echomimic.motion.body_pose.PoseSequence`.
 * :func:`wrist_correlation` – Pearson r of x and of y of each wrist between two tracks, over the
   frames where that hand is visible in both (after putting them on one time base).
 * :func:`motion_energy` – mean squared wrist speed in time windows.
