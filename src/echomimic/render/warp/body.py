@@ -208,7 +208,7 @@ class _Arm:
         in_hull = hull.ravel() > 0
         dd[in_hull, 2] = np.minimum(dd[in_hull, 2], 0.0)
         k = np.argmin(dd, 1)
-        u = np.choose(k, [t1, 1 + t2, 2 + np.maximum(t3, 0.5 * in_hull)])
+        u = np.choose(k, [t1, 1 + t2, 2 + t3])   # the hand blends into the forearm at the wrist
         inside = dd.min(1) <= 1.0
         person = (mask[y0:y1, x0:x1] > 0.5) | (hull > 0)
         region = inside.reshape(shape) & person
