@@ -19,7 +19,7 @@ from echomimic.errors import MotionError
 from echomimic.motion.body import mix_body, pose_body_track, split_body
 from echomimic.motion.gestures import _runs, speech_gestures
 from echomimic.motion.io import motion_from_json, motion_to_json
-from echomimic.types import BODY_CHANNELS, BODY_JOINTS, MotionTrack, Portrait, Speech
+from echomimic.types import BODY_JOINTS, MotionTrack, Portrait, Speech
 
 FPS = 25.0
 HAND = np.array([60, 160, 70])          # the drawn hands' colour

@@ -28,7 +28,6 @@ the ends, and 0 (the photo's pose) when a joint is never seen.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np

@@ -24,8 +24,6 @@ All channels are :data:`~echomimic.types.BODY_CHANNELS` (displacements in should
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..types import MotionTrack, Speech
@@ -79,8 +77,6 @@ def speech_gestures(speech: Speech, n_frames: int, fps: float, *, seed: int = 0,
     Returns a track of the arm channels (shoulders, elbows, wrists, hands' middle knuckle) at
     ``fps``; with ``scale`` 0 every value is exactly 0.
     """
-    from ..types import HAND_JOINTS  # noqa: F401  (documented names)
-
     fps = float(fps)
     n_frames = int(n_frames)
     chans = [f"body.{s}_{j}.{a}" for s in ("r", "l") for j in _ARM_JOINTS for a in ("x", "y")]
