@@ -28,6 +28,7 @@ the ends, and 0 (the photo's pose) when a joint is never seen.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -188,8 +189,13 @@ def video_body_track(video: Any, rest_px: np.ndarray, rest_hands_px: np.ndarray 
                      loop: str = "pingpong", max_frames: int = 108_000) -> MotionTrack | None:
     """Body channels from a driving video whose person's shoulders are visible (relative
     retargeting, as :func:`pose_body_track`); None when no body is seen in the video."""
+    from ..media.video import probe_video
     from .body_pose import extract_pose
 
+    if n_frames is not None:                  # only what the clip uses (a loop plays it back)
+        vfps = float(probe_video(video).get("fps") or 0.0)
+        if 0 < vfps <= 240:
+            max_frames = min(max_frames, int(math.ceil(n_frames / fps * vfps)) + 1)
     seq = extract_pose(video, face=False, smooth=True, max_frames=max_frames)
     if seq.n_frames == 0:
         return None
