@@ -483,7 +483,7 @@ def _valid_doc() -> dict:
 
 
 @pytest.mark.parametrize("mutate, fragment", [
-    (lambda d: d.update(schema="echomimic.motion/2"), "unsupported motion schema"),
+    (lambda d: d.update(schema="echomimic.motion/9"), "unsupported motion schema"),
     (lambda d: d.update(channels=["yaw", "smirk"]), "unknown channel"),
     (lambda d: d.update(channels=["yaw", "yaw"]), "channels"),
     (lambda d: d.update(frames=[[0.5, 0.1], [0.6]]), "frame 1 has 1 values"),

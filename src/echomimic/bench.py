@@ -11,6 +11,10 @@ Sizes:
 * ``Np`` (e.g. ``1080p``): a 16:9 frame N pixels high made from the astronaut photo (scaled to N
   high, the sides extended by reflection), ``crop=none``, full size.
 
+With ``halfbody=PHOTO`` (CLI ``--halfbody PHOTO``) one more case, ``halfbody768``, times a
+half-body photo squared to 768 x 768 (``crop=none``): the arms gesture with the speech, so the
+body layer of the warp renderer is timed too (its setup inside ``render setup``).
+
 The real-time factor is ``audio seconds / wall seconds``: above 1 is faster than real time.
 Rendering and encoding overlap (the encoder runs on a second thread), so the stage times add up
 to more than the wall time.
@@ -87,6 +91,21 @@ def make_frame(size: str) -> tuple[np.ndarray, dict[str, Any]]:
     left = (w - h) // 2
     right = w - h - left
     frame = cv2.copyMakeBorder(scaled, 0, 0, left, right, cv2.BORDER_REFLECT)
+    return np.ascontiguousarray(frame), {"crop": "none", "max_side": 0}
+
+
+def make_halfbody_frame(photo: str | os.PathLike, side: int = 768) -> tuple[np.ndarray, dict[str, Any]]:
+    """A half-body photo as a ``side`` x ``side`` frame (centre square, resized) and its options."""
+    import cv2
+
+    from .media import load_image
+
+    rgb, _ = load_image(photo)
+    h, w = rgb.shape[:2]
+    s = min(h, w)
+    y0, x0 = (h - s) // 2, (w - s) // 2
+    sq = rgb[y0:y0 + s, x0:x0 + s]
+    frame = cv2.resize(sq, (side, side), interpolation=cv2.INTER_AREA if s > side else cv2.INTER_CUBIC)
     return np.ascontiguousarray(frame), {"crop": "none", "max_side": 0}
 
 
@@ -190,7 +209,8 @@ def machine_info() -> dict[str, Any]:
 def run_bench(seconds: float = 10.0, sizes: Sequence[str] = ("512", "1080p"), *,
               fps: float = 25.0, workdir: str | os.PathLike | None = None,
               warmup_seconds: float = 1.0,
-              log: Callable[[str], None] | None = None) -> BenchReport:
+              log: Callable[[str], None] | None = None,
+              halfbody: str | os.PathLike | None = None) -> BenchReport:
     """Time the pipeline on synthesized speech of ``seconds`` at each size in ``sizes``.
 
     Args:
@@ -201,6 +221,7 @@ def run_bench(seconds: float = 10.0, sizes: Sequence[str] = ("512", "1080p"), *,
             removed afterwards).
         warmup_seconds: length of the warm-up job run before each timed job.
         log: called with a line of progress text.
+        halfbody: a half-body photo: adds the ``halfbody768`` case (768 x 768, arms moving).
     """
     from PIL import Image
 
@@ -222,9 +243,11 @@ def run_bench(seconds: float = 10.0, sizes: Sequence[str] = ("512", "1080p"), *,
         say(f"synthesizing {seconds:g} s of speech")
         speech = make_speech(seconds, root / "speech.wav")
         warm_speech = make_speech(warmup_seconds, root / "warmup.wav")
+        todo: list[tuple[str, np.ndarray, dict[str, Any]]] = [(s, *make_frame(s)) for s in sizes]
+        if halfbody is not None:
+            todo.append(("halfbody768", *make_halfbody_frame(halfbody)))
         with _analysis_cache_off():
-            for size in sizes:
-                frame, opts = make_frame(size)
+            for size, frame, opts in todo:
                 photo = root / f"photo_{size}.png"
                 Image.fromarray(frame).save(photo)
                 say(f"{size}: warm-up")

@@ -247,6 +247,9 @@ def animate_cmd(
     prompt: Annotated[Optional[str], typer.Option(
         "--prompt", "-p", help='Directed actions and emotion, e.g. "smiles, then nods twice; '
         'looks left at the end" or "微笑并点头".')] = None,
+    pose: Annotated[Optional[Path], typer.Option(
+        "--pose", help="A body-pose sequence (echomimic.pose/1 JSON or NPZ): the arms and hands "
+        "of a half-body photo follow it (see docs/halfbody.md).")] = None,
     motion_out: Annotated[Optional[Path], typer.Option(
         "--motion-out", help="Also save the rendered motion track (JSON).")] = None,
     preview: Annotated[Optional[Path], typer.Option(
@@ -264,13 +267,18 @@ def animate_cmd(
 
     if sum(x is not None for x in (audio, text)) > 1:
         raise InvalidOption("give either --audio or --text, not both")
-    if audio is None and text is None and motion is None and video is None:
-        raise InvalidOption("nothing drives the portrait: give --audio, --text, --video or "
-                            "--motion")
+    if audio is None and text is None and motion is None and video is None and pose is None:
+        raise InvalidOption("nothing drives the portrait: give --audio, --text, --video, --pose "
+                            "or --motion")
     _require_file(image, "image", ImageError)
     _require_file(audio, "audio", AudioError)
     _require_file(motion, "motion", MotionError)
     _require_file(video, "video", VideoError)
+    if pose is not None:
+        from .errors import PoseError
+
+        _require_file(pose, "pose", PoseError)
+        options["pose"] = pose
     opts = {k: v for k, v in options.items() if v is not None}
     t0 = time.perf_counter()
     with _ProgressBar(quiet=quiet or as_json) as bar:
@@ -431,6 +439,8 @@ def bench_cmd(
                          "frames, concurrent sessions (see docs/streaming.md).")] = False,
     minutes: Annotated[float, typer.Option(
         "--minutes", help="With --stream: length of the drift session.")] = 1.0,
+    halfbody: Annotated[Optional[Path], typer.Option(
+        "--halfbody", help="A half-body photo: adds a 768x768 case with moving arms.")] = None,
 ) -> None:
     """Time the pipeline per stage (ms/frame) and the real-time factor, or, with --quality,
     measure lip-sync on the synthesized evaluation set."""
@@ -463,7 +473,8 @@ def bench_cmd(
             sys.stdout.write(format_summary(summary) + "\n")
         return
 
-    report = run_bench(seconds=seconds, sizes=parse_sizes(sizes), fps=fps, log=note)
+    report = run_bench(seconds=seconds, sizes=parse_sizes(sizes), fps=fps, log=note,
+                       halfbody=halfbody)
     if as_json:
         _print_json(report.to_dict())
     else:

@@ -126,14 +126,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("motion_scale", float, 1.0, "Strength of the driving video's motion (expression and "
            "head scales multiply on top).", minimum=0, maximum=3,
            ui={"group": "video", "widget": "slider", "step": 0.05}),
-    Option("loop", str, "pingpong", "When the driving video is shorter than the speech.",
-           choices=("pingpong", "repeat", "hold"),
+    Option("loop", str, "pingpong", "When the driving video or pose sequence is shorter than "
+           "the speech ('speech': a pose sequence hands over to speech gestures).",
+           choices=("pingpong", "repeat", "hold", "speech"),
            ui={"group": "video", "widget": "radio",
                "label": "When the video is shorter than the speech"}),
-    Option("relative", bool, True, "Head pose relative to the driving video's first pose "
-           "(--absolute: as measured).", cli_flag="--relative/--absolute",
+    Option("relative", bool, True, "Head pose and body relative to the driver's first pose, "
+           "scaled to this person (--absolute: as measured; for a pose sequence, joints where "
+           "it puts them).", cli_flag="--relative/--absolute",
            ui={"group": "video", "widget": "checkbox",
                "label": "Head pose relative to the video's first frame"}),
+    Option("gesture_scale", float, 1.0, "Body motion of a half-body photo (speech gestures, "
+           "pose sequence, prompt body actions); 0 keeps the arms still.", minimum=0, maximum=3,
+           ui={"group": "body", "widget": "slider", "step": 0.05, "label": "Gesture scale"}),
     Option("face_index", int, 0, "Which face when the photo has several (0 = the largest).",
            minimum=0, ui={"group": "advanced", "widget": "number",
                           "label": "Face (0 = the largest)"}),

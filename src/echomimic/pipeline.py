@@ -108,12 +108,22 @@ def load_speech(*, audio: Any = None, text: str | None = None, transcript: str |
 
 def drive(*, speech: Speech | None, motion: MotionTrack | None, n_frames: int,
           opts: AnimateOptions, prompt: str | None = None,
-          warnings: list[str] | None = None) -> MotionTrack:
+          warnings: list[str] | None = None, body: MotionTrack | None = None,
+          body_rest: dict | None = None) -> MotionTrack:
     """Driver tracks mixed into one, by the precedence of the design: lips from speech; the rest
     from a motion file when given, else idle life; prompt actions and the emotion add on top;
-    scales last. Prompt phrases that are not understood are appended to ``warnings``."""
+    scales last. Prompt phrases that are not understood are appended to ``warnings``.
+
+    Body channels (see :mod:`echomimic.motion.body`): ``body`` (a pose sequence's or a video's
+    body track) else a motion file's body channels, else, when ``body_rest`` (the photo's arms in
+    shoulder widths) is given, gestures from the speech; the prompt's body actions on top;
+    ``gesture_scale`` last."""
     from .motion import idle_track, lipsync_track, mix_tracks, quantize
+    from .motion.body import split_body
     from .motion.emotion import emotion_head_scale, emotion_overlay
+
+    motion, motion_body = split_body(motion)
+    body_overlays: list[MotionTrack] = []
 
     fps = float(opts.fps)
     overlays: list[MotionTrack] = []
@@ -121,8 +131,13 @@ def drive(*, speech: Speech | None, motion: MotionTrack | None, n_frames: int,
     if prompt:
         from .motion.prompt import parse_prompt
 
-        res = parse_prompt(prompt, duration=n_frames / fps, fps=fps, speech=speech)
-        overlays.extend(res.overlays)
+        res = parse_prompt(prompt, duration=n_frames / fps, fps=fps, speech=speech,
+                           body=body_rest)
+        for o in res.overlays:
+            face_part, body_part = split_body(o)
+            overlays.append(face_part)
+            if body_part is not None:
+                body_overlays.append(body_part)
         if warnings is not None:
             warnings.extend(res.warnings)
         if res.emotion and emotion == "neutral":          # an explicit --emotion wins
@@ -142,6 +157,8 @@ def drive(*, speech: Speech | None, motion: MotionTrack | None, n_frames: int,
                           head_motion_scale=head, blink_rate=opts.blink_rate,
                           expression_scale=float(opts.expression_scale))
     mixed = mix_tracks(speech=lips, base=base, overlays=overlays, n_frames=n_frames, fps=fps)
+    _add_body(mixed, speech=speech, base=body if body is not None else motion_body,
+              overlays=body_overlays, rest=body_rest, n_frames=n_frames, opts=opts)
     mixed.meta.update({"seed": int(opts.seed), "renderer": opts.renderer})
     if emotion != "neutral":
         mixed.meta["emotion"] = {"name": emotion, "intensity": intensity}
@@ -150,6 +167,31 @@ def drive(*, speech: Speech | None, motion: MotionTrack | None, n_frames: int,
     if speech is not None:
         mixed.meta["speech"] = {"method": speech.method, "lang": speech.lang}
     return quantize(mixed)
+
+
+def _add_body(mixed: MotionTrack, *, speech: Speech | None, base: MotionTrack | None,
+              overlays: list[MotionTrack], rest: dict | None, n_frames: int,
+              opts: AnimateOptions) -> None:
+    """Append the body channels (those that move) to ``mixed``; see :func:`drive`."""
+    from .motion.body import mix_body
+    from .motion.gestures import speech_gestures
+
+    scale = float(opts.gesture_scale)
+    fallback = None
+    if (speech is not None and rest is not None and scale > 0
+            and (base is None or "weight" in base.meta)):
+        fallback = speech_gestures(speech, n_frames, float(opts.fps), seed=int(opts.seed))
+    if base is None and fallback is None and not overlays:
+        return
+    bt = mix_body(base=base, overlays=overlays, n_frames=n_frames, fps=float(opts.fps),
+                  scale=scale, fallback=fallback)
+    moving = np.flatnonzero(np.abs(bt.values).max(axis=0) > 0) if bt.n_frames else []
+    if len(moving):
+        mixed.values = np.concatenate([mixed.values, bt.values[:, moving]], axis=1)
+        mixed.channels.extend(bt.channels[i] for i in moving)
+    sources = ([base.meta.get("generator", "track")] if base is not None else []) + (
+        ["speech-gestures"] if fallback is not None else []) + (["prompt"] if overlays else [])
+    mixed.meta["body"] = {"sources": sources, "gesture_scale": scale}
 
 
 def load_video_motion(video: Any, portrait: Portrait, *, speech: Speech | None,
@@ -166,7 +208,7 @@ def load_video_motion(video: Any, portrait: Portrait, *, speech: Speech | None,
     fps = float(opts.fps)
     vt = video_track(video, fps=fps, n_frames=n_frames, drive=opts.drive,
                      motion_scale=float(opts.motion_scale), relative=bool(opts.relative),
-                     loop=opts.loop, portrait=portrait,
+                     loop=opts.loop if opts.loop != "speech" else "hold", portrait=portrait,
                      expression_scale=float(opts.expression_scale),
                      head_motion_scale=float(opts.head_motion_scale),
                      progress=progress)
@@ -176,6 +218,29 @@ def load_video_motion(video: Any, portrait: Portrait, *, speech: Speech | None,
                           blink_rate=opts.blink_rate, expression_scale=float(opts.expression_scale))
         vt = fill_undriven(vt, idle)
     return vt
+
+
+def _analyze_body(portrait: Portrait, opts: AnimateOptions, *, needed: bool) -> dict | None:
+    """Detect the photo's skeleton once (cached) for the warp renderer's body layer; sets
+    ``portrait.body``. Returns the arms in shoulder widths (for gestures and prompt actions), or
+    None when no arm is visible. ``needed``: a pose sequence was given, so a photo without a
+    body is an error."""
+    from .motion.body import photo_body
+
+    if opts.renderer != "warp" or (float(opts.gesture_scale) == 0 and not needed):
+        return None
+    return photo_body(portrait, required=needed)
+
+
+def _body_base(pose: Any, video: Any, portrait: Portrait, body_rest: dict | None, *,
+               speech: Speech | None, n_frames: int, opts: AnimateOptions) -> MotionTrack | None:
+    """The base body track: a pose sequence, else a driving video's body (when visible)."""
+    if body_rest is None or getattr(portrait, "body", None) is None:
+        return None
+    from .motion.body import base_body_track
+
+    return base_body_track(portrait, pose=pose, video=video, n_frames=n_frames,
+                           fps=float(opts.fps), loop=opts.loop, relative=bool(opts.relative))
 
 
 class _Encoder(threading.Thread):
@@ -286,6 +351,10 @@ def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLi
         info = writer.close()
         tail = time.perf_counter() - t
         ok = True
+        body_layer = getattr(renderer, "body", None)
+        if body_layer is not None and hasattr(body_layer, "stats"):
+            info = dict(info)
+            info["body"] = body_layer.report()
     finally:
         if not ok:
             enc.stop()
@@ -303,7 +372,7 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
             text: str | None = None, transcript: str | None = None, prompt: str | None = None,
             motion: Any = None, motion_out: str | os.PathLike | None = None,
             preview: str | os.PathLike | None = None, progress: ProgressFn | None = None,
-            **options: Any) -> AnimateResult:
+            pose: Any = None, **options: Any) -> AnimateResult:
     """Make a talking-portrait video.
 
     Args:
@@ -322,6 +391,11 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
             end" or "微笑并点头"; phrases that are not understood are listed in
             ``result.meta["warnings"]``.
         motion: a motion file path or :class:`MotionTrack`; alone it reproduces its frames.
+        pose: a body-pose sequence (``echomimic.pose/1`` JSON or NPZ path/bytes, or a
+            ``PoseSequence``): the arms and hands of a half-body photo follow it (retargeted
+            relative to the photo's own skeleton unless ``relative=False``; a short sequence
+            loops by ``loop``, or hands over to speech gestures with ``loop="speech"``). Without
+            it, a half-body photo gestures with the speech (``gesture_scale``; 0 = still arms).
         motion_out: where to save the motion track that was rendered (versioned JSON).
         preview: where to save a contact sheet (PNG) of frames across the clip.
         progress: ``progress(stage, fraction)`` callback; raise ``Cancelled`` in it to stop.
@@ -342,9 +416,9 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
         raise InvalidOption("a transcript goes with an audio recording (--audio)")
     if audio is not None and text is not None:
         raise InvalidOption("give either audio or text, not both")
-    if audio is None and text is None and motion is None and video is None:
-        raise InvalidOption("nothing drives the portrait: give audio, text, a video or a "
-                            "motion file")
+    if audio is None and text is None and motion is None and video is None and pose is None:
+        raise InvalidOption("nothing drives the portrait: give audio, text, a video, a pose "
+                            "sequence or a motion file")
     out = Path(output)
     from .media.writer import format_of
 
@@ -364,6 +438,9 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
     report("analyze", 0.0)
     portrait = load_portrait(image, opts)
     timings["analyze_image"] = time.perf_counter() - t
+    t = time.perf_counter()
+    body_rest = _analyze_body(portrait, opts, needed=pose is not None)
+    timings["analyze_body"] = time.perf_counter() - t
 
     speech, audio_src = None, None
     t = time.perf_counter()
@@ -400,21 +477,32 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
             else:
                 track_in = load_motion(motion)
     timings["analyze_video"] = time.perf_counter() - t
+    if pose is not None:
+        from .motion.body_pose import load_pose_sequence
+
+        pose = pose if hasattr(pose, "body") and hasattr(pose, "fps") else load_pose_sequence(pose)
     if n_speech is not None:
         n_frames = n_speech
-    else:
+    elif track_in is not None:
         n_frames = int(round(track_in.n_frames * fps / track_in.fps))
+    else:
+        n_frames = max(1, int(round(pose.duration * fps)))     # a pose sequence alone
+    t = time.perf_counter()
+    body_track = _body_base(pose, video, portrait, body_rest, speech=speech, n_frames=n_frames,
+                            opts=opts)
+    timings["analyze_body"] += time.perf_counter() - t
     t = time.perf_counter()
     warnings: list[str] = []
     plain = (not prompt and opts.emotion == "neutral")
-    if (video is None and track_in is not None and speech is None and plain
+    if (video is None and pose is None and track_in is not None and speech is None and plain
             and abs(track_in.fps - fps) < 1e-9):
         from .motion import quantize
 
         track = quantize(track_in)            # --motion alone: exactly its frames
     else:
         track = drive(speech=speech, motion=track_in, n_frames=n_frames, opts=opts,
-                      prompt=prompt, warnings=warnings)
+                      prompt=prompt, warnings=warnings, body=body_track,
+                      body_rest=body_rest)
     timings["motion"] = time.perf_counter() - t
     if motion_out is not None:
         from .motion import save_motion
@@ -439,7 +527,8 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
         timings=timings, motion=track,
         speech_method=speech.method if speech is not None else "",
         lang=speech.lang if speech is not None else "",
-        meta={"face_box": portrait.face_box, "warnings": warnings},
+        meta={"face_box": portrait.face_box, "warnings": warnings,
+              **({"body": info["body"]} if "body" in info else {})},
     )
 
 

@@ -51,6 +51,40 @@ NEUTRAL["scale"] = 1.0
 
 MOTION_SCHEMA_ID = "echomimic.motion/1"
 
+# --------------------------------------------------------------------------------------------
+# Body channels (schema echomimic.motion/2)
+# --------------------------------------------------------------------------------------------
+
+#: The 18 body joints of the DWPose/OpenPose layout, in that layout's order. "r_" is the
+#: person's own right (on the image's left for a person facing the camera).
+BODY_JOINTS: tuple[str, ...] = (
+    "nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
+    "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear",
+)
+#: The 21 points of each hand (DWPose/OpenPose order): the wrist, then four per finger.
+HAND_JOINTS: tuple[str, ...] = ("wrist",) + tuple(
+    f"{finger}_{k}" for finger in ("thumb", "index", "middle", "ring", "pinky") for k in (1, 2, 3, 4))
+#: Hand order of the layout's ``hands`` array: ``hands[0]`` is the left hand, ``hands[1]`` the right.
+HANDS: tuple[str, ...] = ("l_hand", "r_hand")
+
+#: Body channels: per frame, the displacement of each joint from the photo's own rest skeleton,
+#: in units of the photo's shoulder width (x to the image's right, y down), named
+#: ``body.<joint>.x`` / ``.y`` and ``body.<hand>.<point>.x`` / ``.y``. Being relative to the
+#: person's size, they carry between photos and mix like the other channels; 0 is the photo's
+#: pose.
+BODY_CHANNELS: tuple[str, ...] = tuple(
+    f"body.{j}.{a}" for j in BODY_JOINTS for a in ("x", "y")) + tuple(
+    f"body.{h}.{j}.{a}" for h in HANDS for j in HAND_JOINTS for a in ("x", "y"))
+NEUTRAL.update({c: 0.0 for c in BODY_CHANNELS})
+
+#: Schema of motion files with body channels; files without body channels keep version 1.
+MOTION_SCHEMA_ID_V2 = "echomimic.motion/2"
+
+
+def is_body_channel(name: str) -> bool:
+    """Whether ``name`` is a body channel (``body.*``)."""
+    return name.startswith("body.")
+
 
 @dataclass
 class MotionTrack:
@@ -134,6 +168,7 @@ class Portrait:
     face_boxes: list[tuple[int, int, int, int]] = field(default_factory=list)  # all faces found
     face_index: int = 0
     content_hash: str = ""          # sha256 of the source image bytes
+    body: Any = None                # analysis.body.BodyPose of this image (DWPose layout), or None
 
     @property
     def size(self) -> tuple[int, int]:

@@ -182,3 +182,45 @@ def analyze_cached(rgb: np.ndarray, *, content_hash: str, face_index: int = 0) -
     fa = analyze_face(rgb, face_index=face_index, content_hash=content_hash)
     store(fa)
     return fa
+
+
+# --------------------------------------------------------------------------------------------
+# body skeletons (DWPose layout), cached beside the face analyses
+# --------------------------------------------------------------------------------------------
+
+BODY_CACHE_VERSION = 1
+
+
+def body_cached(rgb: np.ndarray):
+    """:func:`~echomimic.analysis.body.detect_body` of an image, cached on disk by the sha256 of
+    its pixels (the photo as it is rendered: after any crop or resize). Returns a
+    :class:`~echomimic.analysis.body.BodyPose`."""
+    import hashlib
+
+    from .body import BodyPose, detect_body
+
+    img = np.ascontiguousarray(rgb)
+    h = hashlib.sha256(img.tobytes() + repr(img.shape).encode()).hexdigest()
+    p = cache_dir() / f"{h}-body-v{BODY_CACHE_VERSION}.npz"
+    if _enabled():
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                pose = BodyPose(z["body"], z["hands"], z["face"], int(z["width"]), int(z["height"]),
+                                meta={"cached": True})
+                _count("hits")
+                return pose
+        except (OSError, KeyError, ValueError, EOFError):
+            pass
+    _count("misses")
+    pose = detect_body(img)
+    if _enabled():
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                np.savez_compressed(f, body=pose.body, hands=pose.hands, face=pose.face,
+                                    width=np.int64(pose.width), height=np.int64(pose.height))
+            os.replace(tmp, p)
+        except OSError:
+            pass
+    return pose

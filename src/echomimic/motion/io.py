@@ -13,6 +13,10 @@ A motion file looks like::
       ]
     }
 
+A track with body channels (``body.<joint>.x`` / ``.y``, see :data:`~echomimic.types.BODY_CHANNELS`)
+is written as ``"schema": "echomimic.motion/2"`` (``schemas/motion2.schema.json``), otherwise as
+version 1, so files without a body stay readable by older readers; both versions load.
+
 Values are written rounded to 6 decimals, one frame per line. :func:`quantize` applies the same
 rounding to a track in memory, so a track rendered after ``quantize`` and the same track saved,
 loaded and rendered give identical frames, and saving a loaded file again gives identical bytes.
@@ -37,7 +41,7 @@ import jsonschema
 import numpy as np
 
 from echomimic.errors import MotionError
-from echomimic.types import MOTION_SCHEMA_ID, MotionTrack
+from echomimic.types import MOTION_SCHEMA_ID, MOTION_SCHEMA_ID_V2, MotionTrack, is_body_channel
 
 __all__ = ["save_motion", "load_motion", "motion_to_dict", "motion_from_dict", "motion_to_json",
            "motion_from_json", "quantize", "motion_schema", "DECIMALS", "MAX_FILE_BYTES"]
@@ -48,19 +52,24 @@ DECIMALS = 6
 MAX_FILE_BYTES = 512 * 1024 * 1024
 
 
-@functools.lru_cache(maxsize=1)
-def _schema_text() -> str:
-    return resources.files("echomimic").joinpath("schemas", "motion.schema.json").read_text("utf-8")
+#: schema file of each version this module reads
+_SCHEMA_FILES = {MOTION_SCHEMA_ID: "motion.schema.json", MOTION_SCHEMA_ID_V2: "motion2.schema.json"}
 
 
-def motion_schema() -> dict[str, Any]:
-    """The JSON Schema of motion files (a fresh copy)."""
-    return json.loads(_schema_text())
+@functools.lru_cache(maxsize=2)
+def _schema_text(version: str = MOTION_SCHEMA_ID) -> str:
+    return resources.files("echomimic").joinpath("schemas", _SCHEMA_FILES[version]).read_text("utf-8")
 
 
-@functools.lru_cache(maxsize=1)
-def _validator() -> jsonschema.protocols.Validator:
-    schema = motion_schema()
+def motion_schema(version: str = MOTION_SCHEMA_ID) -> dict[str, Any]:
+    """The JSON Schema of motion files of ``version`` (a fresh copy). Version 1 holds face and
+    head channels; version 2 (``echomimic.motion/2``) adds body channels (``body.*``)."""
+    return json.loads(_schema_text(version))
+
+
+@functools.lru_cache(maxsize=2)
+def _validator(version: str = MOTION_SCHEMA_ID) -> jsonschema.protocols.Validator:
+    schema = motion_schema(version)
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)
@@ -109,8 +118,9 @@ def motion_to_dict(track: MotionTrack) -> dict[str, Any]:
     """The JSON document of ``track`` as a dict (values rounded to 6 decimals; validated)."""
     q = _quantized_values(track.values)
     frames = (np.round(q.astype(np.float64), DECIMALS) + 0.0).tolist()
+    has_body = any(is_body_channel(str(c)) for c in track.channels)
     doc = {
-        "schema": MOTION_SCHEMA_ID,
+        "schema": MOTION_SCHEMA_ID_V2 if has_body else MOTION_SCHEMA_ID,
         "fps": _fps_value(track.fps),
         "channels": [str(c) for c in track.channels],
         "meta": _clean_meta(track.meta),
@@ -212,8 +222,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
     where = _path_text(error)
     if error.validator == "const" and list(error.absolute_path) == ["schema"]:
         return (f"unsupported motion schema {error.instance!r} "
-                f"(this version reads {MOTION_SCHEMA_ID!r})")
-    if error.validator == "enum" and list(error.absolute_path)[:1] == ["channels"]:
+                f"(this version reads {MOTION_SCHEMA_ID!r} and {MOTION_SCHEMA_ID_V2!r})")
+    if (error.validator in ("enum", "anyOf", "pattern")
+            and list(error.absolute_path)[:1] == ["channels"] and len(error.absolute_path) == 2):
+        if isinstance(error.instance, str) and is_body_channel(error.instance):
+            return f"unknown body channel name {error.instance!r} at {where}"
         return f"unknown channel name {error.instance!r} at {where}"
     if error.validator == "required":
         return f"motion document lacks {error.message.split(' is a required')[0]}"
@@ -237,12 +250,14 @@ def _validate(doc: Any) -> None:
         raise MotionError("motion document must be a JSON object")
     frames = doc.get("frames")
     probe = dict(doc)
+    version = MOTION_SCHEMA_ID_V2 if doc.get("schema") == MOTION_SCHEMA_ID_V2 else MOTION_SCHEMA_ID
+    validator = _validator(version)
     if isinstance(frames, list):
-        limit = _validator().schema["properties"]["frames"]["maxItems"]
+        limit = validator.schema["properties"]["frames"]["maxItems"]
         if len(frames) > limit:
             raise MotionError(f"motion has too many frames ({len(frames)}; the limit is {limit})")
         probe["frames"] = frames[:1]
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(probe))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(probe))
     if error is not None:
         raise MotionError(_describe(error))
     n_channels = len(doc["channels"])

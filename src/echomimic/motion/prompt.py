@@ -74,6 +74,12 @@ ACTIONS: dict[str, tuple[str, float, dict[str, float]]] = {
                                "pitch": -3.0}),
 }
 
+# body actions (wave, raise a hand, open palms, point, shrug, hands together, thumbs up): their
+# motion comes from echomimic.motion.gestures.body_action (kind "body")
+from echomimic.motion.gestures import BODY_ACTIONS, body_action  # noqa: E402
+
+ACTIONS.update(BODY_ACTIONS)
+
 _SIDE_SWAP = {"eyeBlinkLeft": "eyeBlinkRight", "cheekSquintLeft": "cheekSquintRight",
               "mouthSmileLeft": "mouthSmileRight"}
 
@@ -94,6 +100,18 @@ _EN_ACTIONS: list[tuple[str, str]] = [
     ("tilt", r"\b(?:tilt\w*|cock\w*)(?:\s+(?:his|her|their|the|its)\s+head)?"),
     ("look", r"\b(?:look\w*|glanc\w*|gaz\w*|turn\w*|peek\w*)(?:\s+(?:his|her|their|the)\s+head)?\s*"
              + _DIR_EN),
+    ("thumbs_up", r"\b(?:gives?\s+(?:a\s+)?)?thumbs?[\s-]+up"),
+    ("hands_together", r"\b(?:puts?\s+|putting\s+|brings?\s+|clasp\w*\s+)?(?:(?:his|her|their|the|both)\s+)?hands\s+together"
+                       r"|\bclasp\w*\s+(?:(?:his|her|their|the|both)\s+)?hands"),
+    ("open_palms", r"\bopen\w*\s+(?:up\s+)?(?:(?:his|her|their|the|both)\s+)?(?:palms?|hands|arms)"
+                   r"|\b(?:shows?|showing)\s+(?:(?:his|her|their|the|both)\s+)?palms"),
+    ("raise_hand", r"\b(?:rais\w*|lift\w*|puts?\s+up|putting\s+up)\s+(?:(?:his|her|their|the|a|one)\s+)?"
+                   r"(?:(?:left|right)\s+)?hand"),
+    ("wave", r"\bwav(?:e|es|ed|ing)\b(?:\s+(?:with\s+)?(?:(?:his|her|their|the|a|one)\s+)?"
+             r"(?:(?:left|right)\s+)?hand\b)?(?:\s+(?:hello|hi|goodbye|bye))?"),
+    ("point", r"\bpoint(?:s|ed|ing)?\b(?:\s+(?:to(?:wards?)?|at)?\s*(?:the\s+)?"
+              r"(left|right|forward|ahead|front|camera|viewer))?"),
+    ("shrug", r"\bshrug\w*"),
 ]
 _ZH_DIR = {"左": "left", "右": "right", "上": "up", "下": "down"}
 _ZH_ACTIONS: list[tuple[str, str]] = [
@@ -110,6 +128,13 @@ _ZH_ACTIONS: list[tuple[str, str]] = [
     ("tilt", r"歪头|侧头|偏头|歪着头"),
     ("look", r"(?:[向往朝][左右上下](?:边|方|侧)?(?:看|望|瞧|转头|转)|看[向往]?[左右上下](?:边|方|面)?"
              r"|[左右上下]看|抬头看|低头看)"),
+    ("wave", r"挥手|招手|挥挥手"),
+    ("raise_hand", r"举[起]?手|抬[起]?手"),
+    ("open_palms", r"摊手|摊开[双]?手"),
+    ("point", r"指[向着]?([左右前])"),
+    ("shrug", r"耸肩|耸耸肩"),
+    ("hands_together", r"双手合十|合掌|双手合[拢在]"),
+    ("thumbs_up", r"竖[起]?大拇指|点赞"),
 ]
 _EMOTION_EN = [
     ("happy", r"\b(?:cheerful\w*|happ(?:y|ily)|joyful\w*|glad\w*|upbeat|delighted\w*|merr\w*)"),
@@ -201,7 +226,9 @@ def _understood() -> str:
             "歪头, 向左看, 扬眉, 皱眉, 眨一只眼, 眨眼, 闭眼, 惊讶); timing: then, at the start, in "
             "the middle, at the end, while speaking, throughout, after N seconds, for N seconds, "
             "once/twice/N times (然后, 一开始, 最后, 说话时, 一直, 两次); emotion: cheerfully, "
-            "sadly, angrily, surprised voice (开心地, 难过地, 生气地)")
+            "sadly, angrily, surprised voice (开心地, 难过地, 生气地); body (half-body photos): "
+            "wave, raise a hand, open palms, point left/right/forward, shrug, hands together, "
+            "thumbs up (挥手, 举手, 摊手, 指向左, 耸肩, 双手合十, 竖大拇指)")
 
 
 def _side(text: str, zh: bool) -> str | None:
@@ -238,6 +265,14 @@ def _find_actions(text: str) -> tuple[list[tuple[str, str]], str]:
                     side = _side(text, zh) or (
                         "right" if name == "wink" else "left")
                     act = f"{name}:{side}"
+                if name == "point":
+                    d = m.group(1) if m.groups() else None
+                    d = {"左": "left", "右": "right", "前": "forward", "ahead": "forward",
+                         "front": "forward", "camera": "forward", "viewer": "forward"}.get(d, d)
+                    act = f"point:{d or 'forward'}"
+                elif name in ("wave", "raise_hand", "thumbs_up"):
+                    side = _side(text, zh)
+                    act = f"{name}:{side}" if side else name
                 found.append((m.start(), act, words))
                 rest = rest[:m.start()] + " " * len(words) + rest[m.end():]
     found.sort()
@@ -397,7 +432,7 @@ def _spans(mask: np.ndarray, t: np.ndarray) -> list[tuple[float, float]]:
 
 
 def parse_prompt(prompt: str, *, duration: float, fps: float = 25.0,
-                 speech: Speech | None = None) -> PromptResult:
+                 speech: Speech | None = None, body: dict | None = None) -> PromptResult:
     """Turn a prompt (English or Chinese) into timed action overlays.
 
     Args:
@@ -405,6 +440,8 @@ def parse_prompt(prompt: str, *, duration: float, fps: float = 25.0,
         duration: length of the clip in seconds (the actions are fitted into it).
         fps: frame rate of the overlay track (the output's).
         speech: the clip's speech, for ``while speaking`` (without it, the whole clip).
+        body: the photo's arm joints in shoulder widths (``r_shoulder`` … ``l_wrist``), so body
+            actions reach their poses from the photo's own; None assumes hanging arms.
 
     Returns:
         :class:`PromptResult`: ``overlays`` (one track with the actions' offsets from neutral, or
@@ -500,6 +537,15 @@ def parse_prompt(prompt: str, *, duration: float, fps: float = 25.0,
         base, _, side = act.partition(":")
         kind, unit, offsets = ACTIONS[base]
         during = c.anchor == "speech"
+        if kind == "body":
+            b_start, b_end = (t0, duration - _MARGIN) if c.anchor in ("speech", "always") else (start, end)
+            actions.append(Action(name=act.replace(":", "_") if side else act, start=round(b_start, 3),
+                                  end=round(b_end, 3), count=count, strength=c.strength,
+                                  phrase=words.strip(), during_speech=during))
+            for ch, col in body_action(base, side or None, t, b_start, b_end, count, c.strength,
+                                       rest=body).items():
+                channels[ch] = channels.get(ch, np.zeros_like(t)) + col
+            continue
         if kind == "hold":
             env = _hold_env(t, start, end)
             if during:

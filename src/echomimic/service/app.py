@@ -167,6 +167,10 @@ def check_inputs(data: dict[str, bytes], params: dict[str, Any], settings: Setti
                    face_index=int(params["options"].get("face_index", 0)))
     if "audio" in data:
         load_audio(data["audio"], sample_rate=16000, max_duration=settings.max_audio_seconds)
+    if "pose" in data:                    # JSON/NPZ only: pickles are refused by the loader
+        from ..motion.body_pose import load_pose_sequence
+
+        load_pose_sequence(data["pose"])
     if "video" in data:
         info = probe_video(data["video"])
         if float(info.get("duration") or 0.0) > settings.max_audio_seconds:
@@ -175,8 +179,10 @@ def check_inputs(data: dict[str, bytes], params: dict[str, Any], settings: Setti
 
 
 def _limit(settings: Settings, name: str) -> int:
+    from ..motion.body_pose import MAX_POSE_BYTES
+
     return {"image": settings.max_image_bytes, "audio": settings.max_audio_bytes,
-            "video": settings.max_video_bytes}[name]
+            "video": settings.max_video_bytes, "pose": MAX_POSE_BYTES}[name]
 
 
 # ------------------------------------------------------------------------------------------------

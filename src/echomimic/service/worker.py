@@ -115,6 +115,7 @@ def run_claimed(job: Job, *, store: JobStore, storage: LocalStorage, settings: S
         with job_scope(job.id):                  # the watermark carries the job id's hash
             result = animate(inputs["image"], out, audio=inputs.get("audio"),
                              video=inputs.get("video"), text=params.get("text"),
+                             pose=inputs.get("pose"),
                              transcript=params.get("transcript"), prompt=params.get("prompt"),
                              progress=progress, **options)
     except LeaseLost:

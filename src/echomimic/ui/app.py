@@ -281,6 +281,12 @@ def build_app(backend: LocalBackend | RemoteBackend | None = None):
                 for k in range(0, len(main), 2):
                     with gr.Row():
                         placed += [(s, _control(s)) for s in main[k:k + 2]]
+                with gr.Accordion(GROUPS["body"], open=False, elem_id="half-body"):
+                    pose_in = gr.File(label="Pose sequence (echomimic.pose/1 JSON or NPZ; "
+                                            "without it a half-body photo gestures with the "
+                                            "speech)", file_types=[".json", ".npz"],
+                                      type="filepath", elem_id="pose-input", height=100)
+                    placed += _controls(specs, "body")
                 with gr.Accordion(GROUPS["motion"], open=False):
                     placed += _controls(specs, "motion")
                 with gr.Accordion(GROUPS["advanced"], open=False):
@@ -334,7 +340,7 @@ def build_app(backend: LocalBackend | RemoteBackend | None = None):
         option_components = [c for _, c in placed]
         option_specs_placed = [s for s, _ in placed]
         fixed = [mode, portrait, audio_in, transcript, video_in, mixed_audio, mixed_video,
-                 mixed_transcript, text_in, prompt, api_key]
+                 mixed_transcript, text_in, prompt, api_key, pose_in]
 
         def generate_fn(data: dict, progress=gr.Progress()):
             mode_v = data[mode]
@@ -345,7 +351,7 @@ def build_app(backend: LocalBackend | RemoteBackend | None = None):
                       audio=data[mixed_audio if mixed else audio_in],
                       video=data[mixed_video if mixed else video_in], text=data[text_in],
                       transcript=data[mixed_transcript if mixed else transcript],
-                      prompt=data[prompt], options=options)
+                      prompt=data[prompt], options=options, pose=data[pose_in])
             res = run_job(backend, job, progress, api_key=data[api_key])
             for w in res.warnings:
                 gr.Warning(html.escape(w))

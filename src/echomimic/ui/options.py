@@ -33,6 +33,7 @@ GROUPS: dict[str, str] = {
     "speech": "Speech",
     "voice": "Voice",
     "video": "Video driving",
+    "body": "Half body (arms and hands)",
 }
 
 #: Modes in which each tab-bound group is used.

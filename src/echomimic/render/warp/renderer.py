@@ -342,6 +342,19 @@ class WarpRenderer:
         bx, by = np.meshgrid(np.arange(rw, dtype=np.float32), np.arange(rh, dtype=np.float32))
         self.base = np.ascontiguousarray(np.stack([bx, by], -1))
 
+        # ---- body: arms and hands of a half-body photo (see body.py) ---------------------------
+        from .body import BodyLayer
+
+        self.body = BodyLayer.create(portrait)
+        self._face_mask = self.dilated_mask
+        if self.body is not None:
+            self.dilated_mask = self._face_mask | self.body.envelope
+
+    def prepare(self, track, **_: object) -> None:
+        """Before the first frame: fix the body's envelope from the clip's motion (see body.py)."""
+        if self.body is not None:
+            self.dilated_mask = self._face_mask | self.body.prepare(list(track.channels), track.values)
+
     # ------------------------------------------------------------------------------------------
     @staticmethod
     def _closed_mouth(lm: np.ndarray, frame: FaceFrame) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -486,7 +499,11 @@ class WarpRenderer:
         """Render into ``frame``, a buffer that already holds the photo (only the region of
         interest is written). Returns ``frame``."""
         x0, y0, x1, y1 = self.roi
+        if self.body is not None:
+            self.body.restore(frame)
         frame[y0:y1, x0:x1] = self.render_roi(m)
+        if self.body is not None:
+            self.body.render_into(m, frame)
         return frame
 
     def render(self, m: dict[str, float]) -> np.ndarray:
