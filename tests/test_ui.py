@@ -16,6 +16,7 @@ import pytest
 gr = pytest.importorskip("gradio", reason="the web UI needs its extra: pip install 'echomimic[ui]'")
 
 from echomimic.errors import EchomimicError, InvalidOption, NoFaceFound  # noqa: E402
+from echomimic.options import options_for  # noqa: E402
 from echomimic.pipeline import AnimateOptions  # noqa: E402
 from echomimic.ui.backend import (Job, LocalBackend, RemoteBackend, ServerError,  # noqa: E402
                                   overall_fraction)
@@ -33,7 +34,7 @@ SMALL = {"crop": "face", "size": 128}
 
 def test_every_animate_option_has_a_control_with_its_default():
     specs = option_specs()
-    names = [f.name for f in fields(AnimateOptions)]
+    names = [o.name for o in options_for("ui")]      # the table says which options the UI shows
     assert {s.name for s in specs} == set(names)
     defaults = AnimateOptions()
     for s in specs:
@@ -57,7 +58,7 @@ def test_help_text_comes_from_the_command_line():
 
 def test_remote_page_leaves_out_what_the_server_decides():
     names = {s.name for s in option_specs(remote=True)}
-    assert names == {f.name for f in fields(AnimateOptions)} - SERVER_ONLY
+    assert names == {o.name for o in options_for("ui")} - SERVER_ONLY
 
 
 def test_choices_match_what_the_pipeline_accepts():
@@ -336,7 +337,7 @@ def test_page_builds_with_all_controls(astronaut_png):
                  "download-video", "download-motion", "audio-input", "video-input",
                  "mixed-audio", "mixed-video", "text-input", "prompt"):
         assert elem in ids, elem
-    for f in fields(AnimateOptions):
+    for f in options_for("ui"):
         assert any(i and i.startswith("opt-") and i.endswith(f"-{f.name}") for i in ids), f.name
     assert any(d.get("api_name") == "generate" for d in config["dependencies"])
     remote = build_app(RemoteBackend("http://127.0.0.1:8000"))
