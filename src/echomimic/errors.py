@@ -66,3 +66,15 @@ class Cancelled(EchomimicError):
 
     code = "cancelled"
     http_status = 409
+
+
+class PersonaError(EchomimicError):
+    """A persona file (``.persona``) that is corrupt, truncated, of another schema, unsafe, or an
+    enrollment video that cannot make one."""
+
+    code = "persona_invalid"
+
+
+class PersonaTooLarge(PersonaError):
+    code = "persona_too_large"
+    http_status = 413

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.spatial import Delaunay
 
-from ...types import Portrait
+from ...types import Persona, Portrait
 from .features import EyeLids, MouthInterior, refine_inner_lips
 from .rig import (
     BROW_L_LOWER, BROW_R_LOWER, EYE_L_LOWER, EYE_L_UPPER, EYE_R_LOWER, EYE_R_UPPER, FACE_OVAL, LOWER_INNER, LOWER_OUTER,
@@ -175,7 +175,8 @@ class WarpRenderer:
 
     name = "warp"
 
-    def __init__(self, portrait: Portrait, *, max_head_px: float | None = None):
+    def __init__(self, portrait: Portrait, *, max_head_px: float | None = None,
+                 persona: Persona | None = None):
         img = np.ascontiguousarray(portrait.image)
         self.photo = img
         H, W = img.shape[:2]
@@ -339,6 +340,10 @@ class WarpRenderer:
         # the soft shadow where the closed lips meet is part of the rest image: it moves with the
         # lips and becomes their inner edges when the mouth opens
         self.mouth.lip_line(self.rest_roi, lr[UPPER_INNER, :2], lr[LOWER_INNER, :2])
+        if persona is not None:        # the person's own mouth interiors (an enrolled persona)
+            from .atlas import AtlasInterior
+
+            self.mouth = AtlasInterior(persona, self.rest_roi, lr, fallback=self.mouth)
         bx, by = np.meshgrid(np.arange(rw, dtype=np.float32), np.arange(rh, dtype=np.float32))
         self.base = np.ascontiguousarray(np.stack([bx, by], -1))
 
