@@ -52,9 +52,11 @@ def _media(arg: str | None) -> Path | None:
     return None
 
 
-def _split(path: Path, out: Path) -> tuple[Path, Path, float, int]:
-    """Second half as an mp4 (near-lossless) and its first frame as a PNG; (mp4, png, half s,
-    first frame index)."""
+def _split(path: Path, out: Path, reverse: bool = False) -> tuple[Path, Path, tuple[float, float],
+                                                                   float]:
+    """The re-enacted half as an mp4 (near-lossless) and its first frame as a PNG; (mp4, png,
+    (start, end) seconds of the enrollment half, fps). ``reverse``: enroll from the second half,
+    re-enact the first."""
     from echomimic.media import Mp4Writer, save_png
     from echomimic.media.video import iter_video_frames, probe_video
 
@@ -62,14 +64,17 @@ def _split(path: Path, out: Path) -> tuple[Path, Path, float, int]:
     fps = float(info["fps"])
     frames = list(iter_video_frames(path))
     k = len(frames) // 2
-    second = out / f"{path.stem}_second.mp4"
-    first = out / f"{path.stem}_second_first.png"
+    part = frames[:k] if reverse else frames[k:]
+    tag = "first" if reverse else "second"
+    second = out / f"{path.stem}_{tag}.mp4"
+    first = out / f"{path.stem}_{tag}_first.png"
     h, w = frames[0].shape[:2]
     with Mp4Writer(second, w, h, fps, crf=10, preset="veryfast") as wr:
-        for f in frames[k:]:
+        for f in part:
             wr.write(f)
-    save_png(first, frames[k])
-    return second, first, k / fps, k
+    save_png(first, part[0])
+    span = (k / fps, len(frames) / fps) if reverse else (0.0, k / fps)
+    return second, first, span, fps
 
 
 def _crop(grey: np.ndarray, lm: np.ndarray) -> np.ndarray:
@@ -160,28 +165,29 @@ def _sheet(sheet: dict, path: Path, labels: list[str]) -> None:
     save_png(path, np.concatenate(rows, axis=0))
 
 
-def run_video(name: str, media: Path, out: Path) -> dict:
+def run_video(name: str, media: Path, out: Path, reverse: bool = False) -> dict:
     import echomimic
     from echomimic.persona import enroll, save_persona
 
     src = media / "video" / f"{name}.mp4"
-    second, first, half, k = _split(src, out)
+    second, first, (start, end), fps = _split(src, out, reverse)
     t = time.perf_counter()
-    persona = enroll(src, start=0.0, end=half)
+    persona = enroll(src, start=start, end=end)
     t_enroll = time.perf_counter() - t
-    pfile = save_persona(persona, out / f"{name}.persona")
+    tag = f"{name}_rev" if reverse else name
+    pfile = save_persona(persona, out / f"{tag}.persona")
     outs = {}
     timings = {}
     for label, per in (("plain", None), ("persona", pfile)):
-        o = out / f"{name}_{label}.mp4"
-        r = echomimic.animate(first, o, video=second, persona=per, crf=12)
+        o = out / f"{tag}_{label}.mp4"
+        r = echomimic.animate(first, o, video=second, persona=per, crf=12, fps=fps)
         outs[label] = o
         timings[label] = r.timings["render"] / max(1, r.n_frames) * 1000
     res, sheet = mouth_figures(outs, second)
     if sheet:
-        _sheet(sheet, out / f"{name}_mouths.png", ["real", "plain", "persona"])
-    res.update({"video": name, "enroll_s": t_enroll, "atlas_entries": persona.n_entries,
-                "persona_bytes": pfile.stat().st_size, "half_s": half,
+        _sheet(sheet, out / f"{tag}_mouths.png", ["real", "plain", "persona"])
+    res.update({"video": tag, "enroll_s": t_enroll, "atlas_entries": persona.n_entries,
+                "persona_bytes": pfile.stat().st_size, "enrolled_s": [start, end],
                 "render_ms_per_frame_plain": timings["plain"],
                 "render_ms_per_frame_persona": timings["persona"]})
     return res
@@ -235,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="persona_bench")
     ap.add_argument("--json")
     ap.add_argument("--speed", action="store_true", help="only time the renderer")
+    ap.add_argument("--reverse", action="store_true",
+                    help="enroll from the second half and re-enact the first")
     a = ap.parse_args(argv)
     if a.speed:
         res = speed()
@@ -253,12 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         if not (media / "video" / f"{name}.mp4").exists():
             print(f"{name}: not in {media / 'video'}, skipped")
             continue
-        r = run_video(name, media, out)
+        r = run_video(name, media, out, reverse=a.reverse)
         results.append(r)
         f = lambda x: "   -  " if x is None else f"{x:6.3f}"  # noqa: E731
         gain = (None if r["mouth_ssim_persona"] is None or r["mouth_ssim_still"] is None
                 else r["mouth_ssim_persona"] - r["mouth_ssim_still"])
-        print(f"{name:10} {r['frames']:6d} {f(r['mouth_ssim_still'])} {f(r['mouth_ssim_plain'])} "
+        print(f"{r['video']:10} {r['frames']:6d} {f(r['mouth_ssim_still'])} {f(r['mouth_ssim_plain'])} "
               f"{f(r['mouth_ssim_persona']):>7} {f(gain)} {f(r['mouth_dark_share_real']):>9} "
               f"{f(r['mouth_dark_share_plain'])} {f(r['mouth_dark_share_persona']):>7} "
               f"{r['atlas_entries']:7d} {r['enroll_s']:8.1f}", flush=True)
