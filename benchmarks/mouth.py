@@ -98,18 +98,17 @@ def renderer_options(persona: str | None) -> dict:
     echomimic knows the option."""
     if persona is None:
         return {}
-    from echomimic import pipeline
     from echomimic.render import get_renderer
 
-    names = {f.name for f in dataclasses.fields(pipeline.AnimateOptions)}
     params = inspect.signature(get_renderer("warp").__init__).parameters
-    if "persona" not in names or "persona" not in params:
+    if "persona" not in params:
         raise SystemExit("error: --persona: this echomimic has no persona option "
-                         "(neither the pipeline nor the warp renderer takes one)")
+                         "(the warp renderer takes none)")
     if not Path(persona).is_file():
         raise SystemExit(f"error: --persona: no such file: {persona}")
-    loader = getattr(pipeline, "load_persona", None)
-    return {"persona": loader(persona) if callable(loader) else persona}
+    from echomimic.persona import load_persona
+
+    return {"persona": load_persona(persona)}
 
 
 def reenact(frames: list[np.ndarray], fps: float, render_kw: dict) -> tuple[list[np.ndarray], float]:

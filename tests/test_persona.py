@@ -312,3 +312,31 @@ def test_the_atlas_interior_cross_fades_instead_of_popping(persona):
     # the interior is painted inside the lips only
     assert np.array_equal(last[:40], img[:40]) and np.array_equal(last[90:], img[90:])
     assert np.abs(last[60:66, 70:90].astype(int) - 170).mean() > 5
+
+
+# ------------------------------------------------------------------------------------------------
+# the web UI
+# ------------------------------------------------------------------------------------------------
+
+
+def test_the_ui_has_a_persona_upload_and_uses_it(persona_file, astronaut_png, short_speech,
+                                                 tmp_path):
+    gr = pytest.importorskip("gradio")
+    from echomimic.ui.app import build_app, run_job
+    from echomimic.ui.backend import Job, LocalBackend
+
+    ids = {c["props"].get("elem_id") for c in build_app(LocalBackend()).get_config_file()["components"]}
+    assert "persona-input" in ids
+    small = {"crop": "face", "size": 128}
+    job = Job(mode="audio", image=str(astronaut_png), audio=str(short_speech.path),
+              options=small, persona=str(persona_file))
+    assert job.drivers()["persona"] == str(persona_file)
+    res = run_job(LocalBackend(tmp_path), job)
+    assert res.video.is_file()
+    bad = tmp_path / "bad.persona"
+    bad.write_bytes(persona_file.read_bytes()[:300])
+    with pytest.raises(gr.Error) as err:
+        run_job(LocalBackend(tmp_path), Job(mode="audio", image=str(astronaut_png),
+                                            audio=str(short_speech.path), options=small,
+                                            persona=str(bad)))
+    assert "persona file is corrupt" in err.value.message and "\n" not in err.value.message

@@ -62,6 +62,7 @@ class Job:
     transcript: str | None = None
     prompt: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    persona: str | None = None              # a .persona file (any mode)
 
     def check(self) -> None:
         """Refuse, with one line, a job whose mode lacks an input (before any work)."""
@@ -90,6 +91,8 @@ class Job:
             out["text"] = self.text
         if self.prompt and self.prompt.strip():
             out["prompt"] = self.prompt.strip()
+        if self.persona:
+            out["persona"] = self.persona
         return out
 
 
@@ -240,7 +243,7 @@ class RemoteBackend:
         handles = []
         t0 = time.perf_counter()
         try:
-            for name in ("image", "audio", "video"):
+            for name in ("image", "audio", "video", "persona"):
                 path = job.image if name == "image" else drivers.get(name)
                 if path:
                     fh = open(path, "rb")
