@@ -59,8 +59,9 @@ class AtlasInterior:
         src = np.asarray(persona.atlas_lip, np.float32)
         gain = (target[None, :] + 4.0) / (src + 4.0)
         gain = np.clip(gain, *GAIN_RANGE)
-        # re-coloured entries, float32, kept (n, H, W, 3)
-        self.tex = np.clip(persona.atlas.astype(np.float32) * gain[:, None, None, :], 0, 255)
+        # re-coloured entries, float32, one row each (a blend is one small matrix product)
+        tex = np.clip(persona.atlas.astype(np.float32) * gain[:, None, None, :], 0, 255)
+        self.tex = np.ascontiguousarray(tex.reshape(len(tex), -1))
         self.opening = np.asarray(persona.atlas_opening, np.float64)
         self.shape = np.asarray(persona.atlas_shape, np.float64)
         self.n = len(self.opening)
@@ -104,7 +105,10 @@ class AtlasInterior:
         # the blend, in the canonical frame, at about the size it will have on the photo
         idx = np.flatnonzero(w > 1e-3)
         ww = w[idx] / w[idx].sum()
-        blend = np.tensordot(ww.astype(np.float32), self.tex[idx], axes=1)
+        blend = self.tex[idx[0]] * np.float32(ww[0])     # a few entries: no BLAS call
+        for i, wi in zip(idx[1:], ww[1:]):
+            blend += self.tex[i] * np.float32(wi)
+        blend = blend.reshape(self.H, self.W, 3)
         tw = int(np.clip(round(width), 4, self.W))
         th = int(np.clip(round(gap), 2, self.H))
         if tw < self.W or th < self.H:
