@@ -11,8 +11,10 @@
 3. re-colours each entry for the photo: a per-channel gain that maps the lips around the entry
    onto the photo's lips (exposure and white balance), limited to 0.6x-1.6x;
 4. blends the entries in the canonical mouth frame (:mod:`echomimic.persona.atlas`), shrinks the
-   blend to about the mouth's size on the photo, and maps it into the current inner-lip contour,
-   with an alpha that falls off over about a pixel at the lips.
+   blend to about the mouth's size on the photo, and maps it into the current inner-lip contour
+   (a mouth opened wider than its entries stretches only the middle rows, the cavity, so teeth
+   keep their size), painting a little over the lip edges (:data:`EDGE_PAD`) with an alpha that
+   falls off over about a pixel.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ EASE = 0.45
 SIGMA_OPENING, SIGMA_SHAPE = 0.05, 0.10
 #: range of the per-channel colour gain
 GAIN_RANGE = (0.6, 1.6)
+#: how far (share of the mouth width) the interior is painted over the inner lip edges
+EDGE_PAD = 0.02
 
 
 class AtlasInterior:
@@ -125,14 +129,29 @@ class AtlasInterior:
         g = vl - vu
         t = (v - vu) / np.maximum(g, 1e-3)
         u = s / ax.half
-        # alpha: inside the lips, falling off over about a pixel at each lip and at the corners
-        a_t = np.clip(np.minimum(v - vu, vl - v) + 0.5, 0.0, 1.0)
+        # alpha: inside the lips, a little over their edges (the interior's own lip edge covers
+        # the closed-lip shadow), falling off over about a pixel; none where the lips touch
+        pad = EDGE_PAD * width
+        a_t = np.clip(np.minimum(v - vu, vl - v) + 0.5 + pad, 0.0, 1.0)
         a_u = np.clip((ax.half - np.abs(s)) + 0.5, 0.0, 1.0)
-        alpha = (a_t * a_u * np.clip(g, 0.0, 1.0)).astype(np.float32)
+        alpha = (a_t * a_u * np.clip(g / (1.0 + 2 * pad), 0.0, 1.0)).astype(np.float32)
         if float(alpha.max()) <= 0:
             return
+        # rows: a mouth opened wider than the entries keeps the lip-side parts (teeth, lip
+        # insides) at their size and stretches only the middle (the cavity)
+        r = float(np.dot(ww, self.opening[idx])) * width / gap
+        t = np.clip(t, 0.0, 1.0)
+        if r < 0.9:
+            t = np.where(t < 0.5 * r, t / r, np.where(t > 1 - 0.5 * r, 1 - (1 - t) / r, 0.5))
+            # the stretched middle is the back of the mouth: smooth across, and darker the
+            # further it is stretched
+            rows = (np.arange(bh, dtype=np.float32) - 0.5 * (bh - 1)) / max(0.12 * bh, 1.0)
+            wrow = np.exp(-rows ** 2)[:, None, None]
+            back = cv2.GaussianBlur(blend, (0, 0), sigmaX=max(1.0, bw / 10), sigmaY=0.5)
+            back *= np.float32(0.5 + 0.5 * r)
+            blend = blend * (1 - wrow) + back * wrow
         mx = ((u + 1) * 0.5 * bw - 0.5).astype(np.float32)
-        my = (np.clip(t, 0, 1) * bh - 0.5).astype(np.float32)
+        my = (t * bh - 0.5).astype(np.float32)
         col = cv2.remap(blend, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         roi = img[y0:y1, x0:x1]
         out = roi.astype(np.float32)
