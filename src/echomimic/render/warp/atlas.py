@@ -28,11 +28,11 @@ from ...types import Persona
 __all__ = ["AtlasInterior", "NEIGHBOURS", "EASE"]
 
 #: atlas entries blended at once
-NEIGHBOURS = 3
+NEIGHBOURS = 2
 #: share of the way the blend weights move towards the current mouth's each frame
 EASE = 0.45
 #: kernel widths in opening and shape
-SIGMA_OPENING, SIGMA_SHAPE = 0.05, 0.10
+SIGMA_OPENING, SIGMA_SHAPE = 0.03, 0.08
 #: range of the per-channel colour gain
 GAIN_RANGE = (0.6, 1.6)
 #: how far (share of the mouth width) the interior is painted over the inner lip edges
