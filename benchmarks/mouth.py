@@ -9,9 +9,11 @@ video drives it (as ``benchmarks/reenact.py --self``, absolute head pose); the r
   mouth is open (inner-lip gap 13-14 > 0.06 eye distances); ``margin`` = ssim - still;
 * ``dark`` / ``dark real``: share of pixels with grey < 30 inside the inner lips, generated and
   real, and their ratio;
-* ``lip err``: mean distance of the generated inner-lip points from the real ones on those frames
+* ``lip_err``: mean distance of the generated inner-lip points from the real ones on those frames
   (no alignment: the crop is placed on the real mouth, so this is what the SSIM sees), in % of the
-  eye distance; ``gap ratio``: generated over real inner-lip gap (13-14) on those frames.
+  eye distance; ``lip_shape_err`` the same after removing the mean offset (the shape alone);
+  ``nose_err``: distance of the nose (head placement); ``gap_ratio``: median of generated over
+  real inner-lip gap (13-14) on those frames.
 
 Phone clips (1080x1920, ``phone_*.mp4``) are cropped to a fixed square around the face of their
 first frame (side 5 eye distances, native resolution, the same square for every frame) before
@@ -52,6 +54,7 @@ VIDEOS = ("a.mp4", "b.mp4", "phone_1.mp4", "phone_2.mp4", "phone_3.mp4")
 #: side of the fixed face square cut from phone clips, in eye distances of their first frame
 PHONE_CROP = 5.0
 
+NOSE = [1, 4, 5, 195, 197]
 INNER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95]
 
 
@@ -111,7 +114,22 @@ def renderer_options(persona: str | None) -> dict:
     return {"persona": load_persona(persona)}
 
 
-def reenact(frames: list[np.ndarray], fps: float, render_kw: dict) -> tuple[list[np.ndarray], float]:
+def anchor_first(track):
+    """The head's translation and scale taken relative to the first frame (the portrait) instead
+    of the driver's median position."""
+    vals = track.values.copy()
+    ch = list(track.channels)
+    for k in ("tx", "ty"):
+        if k in ch:
+            vals[:, ch.index(k)] -= vals[0, ch.index(k)]
+    if "scale" in ch:
+        j = ch.index("scale")
+        vals[:, j] /= vals[0, j] if vals[0, j] else 1.0
+    return dataclasses.replace(track, values=vals)
+
+
+def reenact(frames: list[np.ndarray], fps: float, render_kw: dict, anchor: str = "first"
+            ) -> tuple[list[np.ndarray], float]:
     """Self-reenactment: ``frames[0]`` is the portrait, all frames drive it. Returns the frames
     as rendered (before encoding) and the render time per frame (ms)."""
     from echomimic.motion.video import video_track
@@ -123,6 +141,8 @@ def reenact(frames: list[np.ndarray], fps: float, render_kw: dict) -> tuple[list
     if not portrait.image.flags.writeable:
         portrait = dataclasses.replace(portrait, image=portrait.image.copy())
     vt = video_track(frames, fps=fps, source_fps=fps, relative=False, portrait=portrait)
+    if anchor == "first":
+        vt = anchor_first(vt)
     track = drive(speech=None, motion=vt, n_frames=len(frames), opts=opts)
     r = get_renderer("warp")(portrait, **render_kw)
     chans = track.channels
@@ -133,16 +153,21 @@ def reenact(frames: list[np.ndarray], fps: float, render_kw: dict) -> tuple[list
 
 def geometry(gen_lm: np.ndarray, real_lm: np.ndarray, open_: np.ndarray) -> dict:
     """How far the generated inner lips are from the real ones on the open frames."""
-    err, ratio = [], []
+    err, shape_err, nose, ratio = [], [], [], []
     for i in np.flatnonzero(open_):
         g, r = gen_lm[i, :, :2], real_lm[i, :, :2]
         if not (np.isfinite(g).all() and np.isfinite(r).all()):
             continue
         e = float(np.linalg.norm(r[263] - r[33]))
-        err.append(np.linalg.norm(g[INNER] - r[INNER], axis=1).mean() / e)
+        d = g[INNER] - r[INNER]
+        err.append(np.linalg.norm(d, axis=1).mean() / e)
+        shape_err.append(np.linalg.norm(d - d.mean(0), axis=1).mean() / e)
+        nose.append(np.linalg.norm(g[NOSE].mean(0) - r[NOSE].mean(0)) / e)
         ratio.append(np.linalg.norm(g[13] - g[14]) / max(np.linalg.norm(r[13] - r[14]), 1e-6))
     nan = float("nan")
     return {"lip_err": 100 * float(np.mean(err)) if err else nan,
+            "lip_shape_err": 100 * float(np.mean(shape_err)) if err else nan,
+            "nose_err": 100 * float(np.mean(nose)) if nose else nan,
             "gap_ratio": float(np.median(ratio)) if ratio else nan}
 
 
@@ -169,7 +194,7 @@ def sheet(path: Path, crops: list, label: str) -> None:
 
 
 def run_video(video: Path, *, half: str | None, seconds: float | None, render_kw: dict,
-              sheets: Path | None, tag: str) -> dict:
+              sheets: Path | None, tag: str, anchor: str = "first") -> dict:
     from echomimic.quality import measure_frames, mouth_figures
     from echomimic.quality.mouth import mouth_open
 
@@ -180,7 +205,7 @@ def run_video(video: Path, *, half: str | None, seconds: float | None, render_kw
         frames = [np.ascontiguousarray(f[y0:y0 + side, x0:x0 + side]) for f in frames]
     if half == "second":
         frames = frames[len(frames) // 2:]
-    out, ms = reenact(frames, fps, render_kw)
+    out, ms = reenact(frames, fps, render_kw, anchor)
     real = measure_frames(frames, static_image_mode=True, fps=fps)
     gen = measure_frames(out, static_image_mode=True, fps=fps)
     fig = mouth_figures(out, frames, gen.landmarks, real.landmarks, keep_crops=6)
@@ -206,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="use only the first seconds of each video (before --half)")
     ap.add_argument("--persona", metavar="FILE", help="render with this persona (needs the persona option)")
     ap.add_argument("--sheets", metavar="DIR", help="write mouth contact sheets (real / generated / still) into DIR")
+    ap.add_argument("--anchor", choices=["first", "median"], default="first",
+                    help="head translation and scale relative to the first frame (the portrait; "
+                         "default) or to the driver's median position (what video driving does)")
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
     a = ap.parse_args(argv)
     render_kw = renderer_options(a.persona)
@@ -217,13 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     tag = ("_half2" if a.half else "") + ("_persona" if a.persona else "")
     rows = []
     keys = ["video", "frames", "size", "mouth_frames", "mouth_ssim", "mouth_ssim_still", "margin",
-            "mouth_dark_share", "mouth_dark_share_reference", "dark_ratio", "lip_err", "gap_ratio",
+            "mouth_dark_share", "mouth_dark_share_reference", "dark_ratio", "lip_err", "lip_shape_err", "nose_err", "gap_ratio",
             "render_ms"]
     print("| " + " | ".join(keys) + " |")
     print("|" + "---|" * len(keys))
     for name in names:
         r = run_video(media / "video" / name, half=a.half, seconds=a.seconds, render_kw=render_kw,
-                      sheets=Path(a.sheets) if a.sheets else None, tag=tag)
+                      sheets=Path(a.sheets) if a.sheets else None, tag=tag, anchor=a.anchor)
         r["margin"] = r["mouth_ssim"] - r["mouth_ssim_still"]
         dr = r["mouth_dark_share_reference"]
         r["dark_ratio"] = r["mouth_dark_share"] / dr if dr else float("nan")
