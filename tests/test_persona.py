@@ -340,3 +340,32 @@ def test_the_ui_has_a_persona_upload_and_uses_it(persona_file, astronaut_png, sh
                                             audio=str(short_speech.path), options=small,
                                             persona=str(bad)))
     assert "persona file is corrupt" in err.value.message and "\n" not in err.value.message
+
+
+def test_the_persona_shapes_speech_driven_motion(persona):
+    """A reliable speech fit scales jawOpen (closed stays closed, no step); idle head motion
+    takes the person's spread; video or motion-file heads are left alone."""
+    import dataclasses
+
+    from echomimic.persona import adapt_track
+
+    n = 200
+    t = np.linspace(0, 8, n)
+    jaw = np.clip(np.sin(2 * np.pi * 0.7 * t), 0, None).astype(np.float32)
+    yaw = (2.0 * np.sin(2 * np.pi * 0.2 * t)).astype(np.float32)     # std 1.41
+    track = MotionTrack(fps=25.0, channels=["jawOpen", "yaw"], values=np.stack([jaw, yaw], 1))
+    p = dataclasses.replace(persona, speech_fit={"gain": 0.5, "offset": 0.05, "r": 0.8,
+                                                 "frames": 100.0},
+                            head_motion={"yaw_std": 1.0, "pitch_std": 1.0, "roll_std": 1.0})
+    out = adapt_track(track, p, lips_from_speech=True, head_from_idle=True)
+    j2, y2 = out.values[:, 0], out.values[:, 1]
+    assert np.all(j2[jaw == 0] == 0)                                  # closed stays closed
+    assert j2.max() == pytest.approx(0.6 * 1.0 + 0.04, abs=0.02)      # 1 + 0.8 * (0.5 - 1)
+    assert np.abs(np.diff(j2)).max() <= np.abs(np.diff(jaw)).max() + 1e-6
+    assert np.std(y2) == pytest.approx(1.0, rel=0.05)
+    assert out.meta["persona"]["jaw_gain"] == pytest.approx(0.6)
+    kept = adapt_track(track, p, lips_from_speech=False, head_from_idle=False)
+    assert np.array_equal(kept.values, track.values)
+    weak = dataclasses.replace(p, speech_fit={"gain": 0.5, "offset": 0.05, "r": 0.1, "frames": 9.0})
+    assert np.array_equal(adapt_track(track, weak, lips_from_speech=True,
+                                      head_from_idle=False).values, track.values)

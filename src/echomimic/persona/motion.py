@@ -35,7 +35,9 @@ def adapt_track(track: MotionTrack, persona: Persona, *, lips_from_speech: bool,
         gain = 1.0 + w * (float(np.clip(fit["gain"], 0.4, 2.5)) - 1.0)
         offset = w * float(np.clip(fit["offset"], -0.2, 0.2))
         x = values[:, j]
-        y = np.clip(gain * x + offset * (x > 1e-3), 0.0, 1.0)
+        # the offset fades in over the first 0.1 of opening: closed stays closed, no step
+        ramp = np.clip(x / 0.1, 0.0, 1.0)
+        y = np.clip(gain * x + offset * ramp * ramp * (3 - 2 * ramp), 0.0, 1.0)
         values[:, j] = y
         applied.update({"jaw_gain": gain, "jaw_offset": offset})
     if head_from_idle:
