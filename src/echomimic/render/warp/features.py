@@ -142,7 +142,7 @@ LIP_LINE = [0.013, 0.9, 0.3, 0.25]
 TOOTH_EDGES = np.array([0.0, 0.28, 0.50, 0.68, 0.82, 0.93])
 TOOTH_LIGHT = np.array([1.0, 0.9, 0.7, 0.45, 0.3])
 #: how far the upper incisors reach below the resting line of the lips (x eye distance)
-TEETH_BELOW_REST = 0.015
+TEETH_BELOW_REST = 0.04
 #: grey level of the deepest part of the mouth and of its walls next to the lips, as shares of
 #: the skin's grey level (clipped)
 CAVITY_DEPTH = 0.09
@@ -438,7 +438,7 @@ class MouthInterior:
             tl = np.asarray(teeth_line, np.float64)[:, :2]
             edge = _interp_x(xs, tl).astype(np.float32)[None, :]
             edge = edge + TEETH_BELOW_REST * E * np.clip(1 - xr ** 2, 0, 1)
-            edge = np.minimum(edge, yu + 0.45 * g)
+            edge = np.minimum(edge, yu + 0.5 * g)
         else:
             edge = yu + np.minimum(0.1 * E, 0.45 * g) * np.clip(1 - 0.5 * xr ** 2, 0, 1)
         edge = edge - (edge - yu) * 0.55 * rnd                       # rounded lips cover them
