@@ -142,11 +142,11 @@ LIP_LINE = [0.013, 0.9, 0.3, 0.25]
 TOOTH_EDGES = np.array([0.0, 0.28, 0.50, 0.68, 0.82, 0.93])
 TOOTH_LIGHT = np.array([1.0, 0.9, 0.7, 0.45, 0.3])
 #: how far the upper incisors reach below the resting line of the lips (x eye distance)
-TEETH_BELOW_REST = 0.015
+TEETH_BELOW_REST = 0.04
 #: grey level of the deepest part of the mouth and of its walls next to the lips, as shares of
 #: the skin's grey level (clipped)
 CAVITY_DEPTH = 0.09
-CAVITY_WALL = 0.45
+CAVITY_WALL = 0.42
 
 
 def _interp_x(xs: np.ndarray, contour: np.ndarray) -> np.ndarray:
@@ -391,24 +391,30 @@ class MouthInterior:
         yu = _interp_x(xs, upper).astype(np.float32)[None, :]
         yl = _interp_x(xs, lower).astype(np.float32)[None, :]
         g = np.maximum(yl - yu, 1e-3)
-        xc = 0.5 * (upper[0, 0] + upper[-1, 0])
-        half = max(0.5 * abs(upper[-1, 0] - upper[0, 0]), 1.0)
+        xc = float(0.5 * (upper[0, 0] + upper[-1, 0]))
+        half = float(max(0.5 * abs(upper[-1, 0] - upper[0, 0]), 1.0))
         xr = ((xs - xc) / half)[None, :]                       # -1..1 across the mouth
         axr = np.abs(xr)
         gm = float(gap.max())
         lx, ly = float(self.light[0]), float(self.light[1])
         side_light = 1.0 + 0.5 * lx * xr                       # the lit side of the mouth
+        bh_ = y1 - y0
+
+        def rows(top: np.ndarray, bottom: np.ndarray) -> slice:
+            """The rows of the box between the highest of ``top`` and the lowest of ``bottom``."""
+            return slice(int(np.clip(np.floor(float(np.min(top))) - y0 - 2, 0, bh_)),
+                         int(np.clip(np.ceil(float(np.max(bottom))) - y0 + 3, 0, bh_)))
 
         # ---- cavity: dark red-brown, lighter near the lips, darkest deep in the middle and in
         # the corners
         dist = np.minimum(ys - yu, yl - ys)
-        wall = np.exp(-np.maximum(dist, 0) / np.maximum(0.3 * g, 0.8))
+        wall = np.exp(-np.maximum(dist, 0) / np.maximum(0.27 * g, 0.8))
         corner = smoothstep((axr - 0.55) / 0.4)
         wall = wall * (1 - 0.6 * corner)
         depth = smoothstep(gm / (0.18 * E)) * (0.6 + 0.4 * rnd)
         k = np.clip(wall * (1.0 - 0.4 * depth) + 0.15 * (1 - depth), 0, 1)
         col = self.cavity_core + (self.cavity_wall - self.cavity_core) * k[..., None]
-        col = col * (1 - 0.35 * corner)[..., None]
+        col = (col * (1 - 0.35 * corner)[..., None]).astype(np.float32)
 
         # ---- tongue: a rounded mass low in the mouth, lit from the front
         t_amt = smoothstep((g - 0.09 * E) / (0.1 * E)) * (1 - 0.7 * rnd)
@@ -417,52 +423,58 @@ class MouthInterior:
             hump = np.sqrt(np.clip(1 - (xr / 0.78) ** 2, 0, 1))
             t_h = (np.minimum(0.32 * g, 0.09 * E) + tongue_out * 0.4 * g) * hump
             t_top = yl - t_h
-            inside_t = (ys - t_top) / np.maximum(t_h, 0.5)          # 0 top .. 1 at the lower lip
+            r = rows(t_top, yl)
+            yr = ys[r]
+            inside_t = (yr - t_top) / np.maximum(t_h, 0.5)          # 0 top .. 1 at the lower lip
             edge_w = np.maximum(0.8, 0.12 * t_h)
-            tm = smoothstep((ys - t_top) / edge_w + 0.5) * t_amt
+            tm = smoothstep((yr - t_top) / edge_w + 0.5) * t_amt
             lit = 0.78 + 0.22 * np.exp(-((inside_t - 0.3) / 0.25) ** 2)
             tcol = self.tongue * ((lit * side_light) * (0.75 + 0.25 * hump))[..., None]
-            col = col + (tcol - col) * tm[..., None]
+            col[r] += (tcol - col[r]) * tm[..., None]
 
         # ---- lower teeth: only on wide openings, partly behind the lower lip
         lo_amt = smoothstep((g - 0.17 * E) / (0.08 * E)) * (1 - 0.6 * rnd)
         if float(lo_amt.max()) > 0.01:
             lh = np.minimum(0.05 * E, 0.2 * g)
-            lb = (yl - ys) / np.maximum(lh, 1e-3)
+            r = rows(yl - lh, yl)
+            lb = (yl - ys[r]) / np.maximum(lh, 1e-3)
             lm_ = smoothstep((1 - lb) * 3) * smoothstep((0.55 - axr) / 0.2) * lo_amt
             lcol = self.teeth * (0.62 * side_light * (0.85 + 0.15 * np.clip(lb, 0, 1)))[..., None]
-            col = col + (lcol - col) * lm_[..., None]
+            col[r] += (lcol - col[r]) * lm_[..., None]
 
         # ---- upper teeth: a row hanging from the upper jaw
         if teeth_line is not None:
             tl = np.asarray(teeth_line, np.float64)[:, :2]
             edge = _interp_x(xs, tl).astype(np.float32)[None, :]
             edge = edge + TEETH_BELOW_REST * E * np.clip(1 - xr ** 2, 0, 1)
-            edge = np.minimum(edge, yu + 0.45 * g)
+            edge = np.minimum(edge, yu + 0.5 * g)
         else:
             edge = yu + np.minimum(0.1 * E, 0.45 * g) * np.clip(1 - 0.5 * xr ** 2, 0, 1)
         edge = edge - (edge - yu) * 0.55 * rnd                       # rounded lips cover them
         edge = np.minimum(edge, yl)
         th = np.maximum(edge - yu, 0.0)
         if float(th.max()) > 0.3:
-            # individual teeth along the arch
-            ax = np.clip(axr, 0, TOOTH_EDGES[-1] - 1e-3)
-            k_t = np.clip(np.searchsorted(TOOTH_EDGES, ax, side="right") - 1, 0, len(TOOTH_LIGHT) - 1)
+            # individual teeth along the arch (per column)
+            ax1 = np.clip(axr[0], 0, TOOTH_EDGES[-1] - 1e-3)
+            k_t = np.clip(np.searchsorted(TOOTH_EDGES, ax1, side="right") - 1, 0, len(TOOTH_LIGHT) - 1)
             e0, e1 = TOOTH_EDGES[k_t], TOOTH_EDGES[k_t + 1]
-            u = (ax - e0) / (e1 - e0)                                # 0..1 across the tooth
+            u = (ax1 - e0) / (e1 - e0)                               # 0..1 across the tooth
             tw = (e1 - e0) * half                                    # tooth width (px)
             seam = np.minimum(u, 1 - u) * tw                          # px to the nearest seam
-            seam_w = np.maximum(0.7, 0.07 * tw)
-            seam_dark = 1 - 0.45 * np.exp(-seam / seam_w)
+            seam_dark = 1 - 0.45 * np.exp(-seam / np.maximum(0.7, 0.07 * tw))
+            th1 = th[0]
             # incisal edge: each tooth rounded at its corners (small notches between teeth)
-            notch = np.clip((np.abs(2 * u - 1) - 0.55) / 0.45, 0, 1) ** 2 * np.minimum(0.18 * tw, 0.5 * th)
-            t_edge = edge - notch
-            tb = (ys - yu) / np.maximum(t_edge - yu, 1e-3)           # 0 at the lip .. 1 at the edge
-            aa = np.maximum(0.7, 0.5 * sig)
-            band = smoothstep((t_edge - ys) / aa + 0.5) * smoothstep((ys - yu) / aa + 0.5)
-            row = TOOTH_LIGHT[k_t] * smoothstep((0.95 - axr) / 0.2)
+            notch = np.clip((np.abs(2 * u - 1) - 0.55) / 0.45, 0, 1) ** 2 * np.minimum(0.18 * tw, 0.5 * th1)
+            t_edge = (edge[0] - notch).astype(np.float32)[None, :]
+            r = rows(yu, t_edge)
+            yr = ys[r]
+            tb = (yr - yu) / np.maximum(t_edge - yu, 1e-3)           # 0 at the lip .. 1 at the edge
+            aa = max(0.7, 0.5 * sig)
+            band = smoothstep((t_edge - yr) / aa + 0.5) * smoothstep((yr - yu) / aa + 0.5)
+            row = (TOOTH_LIGHT[k_t] * smoothstep((0.95 - ax1) / 0.2) * seam_dark
+                   * side_light[0] * (1 - 0.2 * rnd)).astype(np.float32)[None, :]
             vshade = (0.78 + 0.22 * smoothstep(tb * 2.5)) * (1 - 0.08 * smoothstep((tb - 0.8) * 5))
-            shade_t = row * seam_dark * vshade * side_light * (1 - 0.2 * rnd)
+            shade_t = row * vshade
             if self.teeth_tex is not None:
                 tex = self.teeth_tex
                 th_, tw_ = tex.shape[:2]
@@ -475,19 +487,21 @@ class MouthInterior:
             else:
                 tcol = self.teeth * shade_t[..., None]
             tmask = (band * smoothstep((0.88 - axr) / 0.2))[..., None]
-            col = col + (tcol - col) * tmask
+            col[r] += (tcol - col[r]) * tmask
 
         # ---- the wet inner surfaces of the lips, wider as they part
         part = smoothstep(g / (0.06 * E))
         hu = np.minimum(0.12 * g, 0.02 * E) * part
         hl = np.minimum(0.12 * g, 0.02 * E) * part
-        up_s = smoothstep(1 - (ys - yu) / np.maximum(hu, 0.5))
-        lo_s = smoothstep(1 - (yl - ys) / np.maximum(hl, 0.5))
+        r = rows(yu, yu + np.maximum(hu, 0.5))
+        up_s = smoothstep(1 - (ys[r] - yu) / np.maximum(hu, 0.5))
         mu = (self.mucosa * 0.75)[None, None, :]
-        col = col + (mu - col) * (0.85 * up_s)[..., None]
-        shine = np.exp(-(((yl - ys) / np.maximum(hl, 0.5) - 0.55) / 0.25) ** 2) * lo_s
+        col[r] += (mu - col[r]) * (0.85 * up_s)[..., None]
+        r = rows(yl - np.maximum(hl, 0.5), yl)
+        lo_s = smoothstep(1 - (yl - ys[r]) / np.maximum(hl, 0.5))
+        shine = np.exp(-(((yl - ys[r]) / np.maximum(hl, 0.5) - 0.55) / 0.25) ** 2) * lo_s
         ml = self.mucosa[None, None, :] * (1.0 + 0.25 * shine)[..., None]
-        col = col + (ml - col) * (0.85 * lo_s)[..., None]
+        col[r] += (ml - col[r]) * (0.85 * lo_s)[..., None]
 
         # ---- the photo's sharpness and grain, then composite
         if sig > 0.45:
