@@ -217,8 +217,11 @@ def enroll(video: Any, *, start: float = 0.0, end: float | None = None,
     if speech_fit and info.get("has_audio"):
         rt = retarget(meas)
         jaw = rt.values[:, list(rt.channels).index("jawOpen")]
-        fit = _speech_fit(video, first / fps, (first + n) / fps, jaw.astype(np.float64), good,
-                          fps)
+        try:
+            fit = _speech_fit(video, first / fps, (first + n) / fps, jaw.astype(np.float64),
+                              good, fps)
+        except EchomimicError:          # sound that cannot be analysed: no fit, still a persona
+            fit = None
     op_good = opening_a[usable]
     eye_open = np.nanmean(np.stack([figs["open_il"], figs["open_ir"]]), axis=0)
     head = {f"{k}_std": float(np.nanstd(figs[k][good])) for k in ("yaw", "pitch", "roll")}
