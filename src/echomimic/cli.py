@@ -258,6 +258,9 @@ def animate_cmd(
         "--json", help="Print the result summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
     = False,
+    persona: Annotated[Optional[Path], typer.Option(
+        "--persona", help="A .persona file (from `echomimic enroll`): the person's own mouth "
+        "interiors, articulation, blinks and head motion.")] = None,
     **options: Any,
 ) -> None:
     """Animate a portrait with speech audio, text or a motion file."""
@@ -279,12 +282,17 @@ def animate_cmd(
 
         _require_file(pose, "pose", PoseError)
         options["pose"] = pose
+    if persona is not None:
+        from .errors import PersonaError
+
+        _require_file(persona, "persona", PersonaError)
     opts = {k: v for k, v in options.items() if v is not None}
     t0 = time.perf_counter()
     with _ProgressBar(quiet=quiet or as_json) as bar:
         result = animate(image, output, audio=audio, text=text, motion=motion, video=video,
                          transcript=transcript, prompt=prompt,
-                         motion_out=motion_out, preview=preview, progress=bar, **opts)
+                         motion_out=motion_out, preview=preview, progress=bar,
+                         **({"persona": persona} if persona is not None else {}), **opts)
     wall = time.perf_counter() - t0
     for w in result.meta.get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
@@ -606,6 +614,44 @@ def stream_cmd(
                       log=lambda m: con.print(f"[dim]{m}[/dim]"), fps=fps, crop="face",
                       size=size, lang=lang, voice=voice, emotion=emotion, seed=seed)
     _print_json(info)
+
+
+@app.command("enroll")
+@_handles_errors
+def enroll_cmd(
+    video: Annotated[Path, typer.Argument(help="A video of the person talking (at least 5 s; "
+                                          "a phone clip will do).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .persona file to write.",
+                                         show_default=False)],
+    start: Annotated[float, typer.Option("--start", help="Use the video from this second.")]
+    = 0.0,
+    end: Annotated[Optional[float], typer.Option(
+        "--end", help="Use the video up to this second (default: its end).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a summary as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
+    = False,
+) -> None:
+    """Learn a persona (mouth interiors, articulation, blinks, head motion) from a video of the
+    person talking; use it with `animate --persona`."""
+    from .errors import PersonaError, VideoError
+    from .persona import enroll, save_persona
+
+    _require_file(video, "video", VideoError)
+    if output.suffix.lower() != ".persona":
+        raise PersonaError(f"the output must be a .persona file, got {output.name!r}")
+    with _ProgressBar(quiet=quiet or as_json) as bar:
+        persona = enroll(video, start=start, end=end, progress=bar)
+    save_persona(persona, output)
+    summary = {"output": str(output), "atlas_entries": persona.n_entries,
+               "opening": persona.opening, "blink_rate": persona.blink_rate,
+               "head_motion": persona.head_motion, "speech_fit": persona.speech_fit,
+               "frames": persona.source.get("frames"), "bytes": output.stat().st_size}
+    if as_json:
+        _print_json(summary)
+    elif not quiet:
+        _console().print(f"wrote {output}: {persona.n_entries} mouth interiors from "
+                         f"{persona.source.get('frames')} frames "
+                         f"({persona.source.get('duration', 0):.1f} s)", soft_wrap=True)
 
 
 @app.command("renderers")

@@ -79,3 +79,15 @@ class ContentRefused(EchomimicError):
     """A moderation check refused the job's inputs or texts (see :mod:`echomimic.safety`)."""
 
     code = "content_refused"
+
+
+class PersonaError(EchomimicError):
+    """A persona file (``.persona``) that is corrupt, truncated, of another schema, unsafe, or an
+    enrollment video that cannot make one."""
+
+    code = "persona_invalid"
+
+
+class PersonaTooLarge(PersonaError):
+    code = "persona_too_large"
+    http_status = 413

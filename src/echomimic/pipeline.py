@@ -296,16 +296,25 @@ class _Encoder(threading.Thread):
 
 def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLike, *,
                  audio: Any, opts: AnimateOptions, progress: ProgressFn | None = None,
-                 preview_every: int = 0) -> tuple[dict[str, float], dict[str, Any], list[np.ndarray]]:
-    """Render ``track`` on ``portrait`` and encode it with ``audio`` to ``output``."""
+                 preview_every: int = 0, persona: Any = None,
+                 ) -> tuple[dict[str, float], dict[str, Any], list[np.ndarray]]:
+    """Render ``track`` on ``portrait`` and encode it with ``audio`` to ``output``; with a
+    ``persona`` (a loaded :class:`~echomimic.types.Persona`) the mouth shows its interiors."""
     from .media import Mp4Writer
     from .render import get_renderer
     from .safety import content_label, frame_marker
 
     t0 = time.perf_counter()
     cls = get_renderer(opts.renderer)
-    extra = {"accelerated": True} if opts.accelerated else {}   # neural renderers' _acc weights
-    renderer = cls(portrait, **extra) if opts.weights is None else cls(portrait, weights=opts.weights, **extra)
+    kw: dict[str, Any] = {} if opts.weights is None else {"weights": opts.weights}
+    if opts.accelerated:
+        kw["accelerated"] = True                 # neural renderers' _acc weights
+    if persona is not None:
+        if opts.renderer != "warp":
+            raise InvalidOption(f"a persona is used by the warp renderer only, not by "
+                                f"{opts.renderer!r}")
+        kw["persona"] = persona
+    renderer = cls(portrait, **kw)
     if hasattr(renderer, "prepare"):   # audio-driven renderers see the whole clip first
         renderer.prepare(track, audio=audio, fps=float(opts.fps), seed=int(opts.seed),
                          progress=progress)
@@ -372,7 +381,7 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
             text: str | None = None, transcript: str | None = None, prompt: str | None = None,
             motion: Any = None, motion_out: str | os.PathLike | None = None,
             preview: str | os.PathLike | None = None, progress: ProgressFn | None = None,
-            pose: Any = None, **options: Any) -> AnimateResult:
+            pose: Any = None, persona: Any = None, **options: Any) -> AnimateResult:
     """Make a talking-portrait video.
 
     Args:
@@ -398,6 +407,9 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
             it, a half-body photo gestures with the speech (``gesture_scale``; 0 = still arms).
         motion_out: where to save the motion track that was rendered (versioned JSON).
         preview: where to save a contact sheet (PNG) of frames across the clip.
+        persona: a ``.persona`` file (path or bytes, from ``echomimic enroll``) or a
+            :class:`~echomimic.types.Persona`: the mouth shows the person's own interiors, and
+            their articulation, blink rate and head-motion spread shape the motion.
         progress: ``progress(stage, fraction)`` callback; raise ``Cancelled`` in it to stop.
         **options: see :class:`AnimateOptions` (fps, crop, size, max_side, seed, lang, voice,
             rate, pitch, expression_scale, head_motion_scale, blink_rate, face_index, …;
@@ -432,6 +444,12 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
     if not out.parent.exists():
         raise InvalidOption(f"the output folder {str(out.parent)!r} does not exist")
 
+    if persona is not None:
+        from .persona import load_persona
+
+        persona = load_persona(persona)        # checked before any work is done
+        if opts.blink_rate is None and persona.blink_rate is not None:
+            opts.blink_rate = float(persona.blink_rate)
     report = progress or (lambda stage, frac: None)
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -503,6 +521,11 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
         track = drive(speech=speech, motion=track_in, n_frames=n_frames, opts=opts,
                       prompt=prompt, warnings=warnings, body=body_track,
                       body_rest=body_rest)
+    if persona is not None and (speech is not None or track_in is None):
+        from .persona import adapt_track
+
+        track = adapt_track(track, persona, lips_from_speech=speech is not None,
+                            head_from_idle=track_in is None)
     timings["motion"] = time.perf_counter() - t
     if motion_out is not None:
         from .motion import save_motion
@@ -512,7 +535,7 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
 
     every = max(1, -(-track.n_frames // 8)) if preview is not None else 0
     rt, info, previews = render_video(portrait, track, out, audio=audio_src, opts=opts,
-                                      progress=progress, preview_every=every)
+                                      progress=progress, preview_every=every, persona=persona)
     timings.update(rt)
     if preview is not None and previews:
         from .media import contact_sheet, save_png

@@ -233,3 +233,40 @@ class Audio:
     @property
     def duration(self) -> float:
         return len(self.samples) / float(self.sample_rate)
+
+
+# --------------------------------------------------------------------------------------------
+# Persona
+# --------------------------------------------------------------------------------------------
+
+PERSONA_SCHEMA_ID = "echomimic.persona/1"
+
+
+@dataclass(eq=False)
+class Persona:
+    """What enrollment learned about one person from a short video of them talking.
+
+    The mouth atlas holds real mouth interiors in the canonical mouth frame: column ``u`` runs
+    from the left inner-lip corner to the right one, row ``t`` from the upper inner lip (0) to
+    the lower inner lip (1). Entry ``k`` is indexed by ``atlas_opening[k]`` (inner-lip gap /
+    inner mouth width) and ``atlas_shape[k]`` (inner mouth width / the person's rest width), and
+    carries the colour of the lips around it (``atlas_lip``, RGB) so it can be re-coloured for
+    another photo.
+    """
+
+    atlas: np.ndarray                       # (n, H, W, 3) uint8 RGB, canonical mouth frame
+    atlas_opening: np.ndarray               # (n,) float32
+    atlas_shape: np.ndarray                 # (n,) float32
+    atlas_lip: np.ndarray                   # (n, 3) float32 RGB lip colour around each entry
+    atlas_sharpness: np.ndarray             # (n,) float32 (variance of the Laplacian)
+    opening: dict[str, float]               # articulation range: percentiles p5, p50, p95, max
+    blink_rate: float | None                # blinks per minute
+    head_motion: dict[str, float]           # yaw_std, pitch_std, roll_std (degrees)
+    speech_fit: dict[str, float] | None = None   # gain, offset, r, frames (jawOpen real vs ours)
+    lip_rgb: tuple[float, float, float] = (0.0, 0.0, 0.0)    # median lip colour over the video
+    source: dict[str, Any] = field(default_factory=dict)       # frames, fps, duration, size, name
+    schema: str = PERSONA_SCHEMA_ID
+
+    @property
+    def n_entries(self) -> int:
+        return int(self.atlas.shape[0])

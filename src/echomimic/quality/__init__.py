@@ -27,6 +27,7 @@ from .metrics import (
     silence_closure,
     speech_pauses,
 )
+from .mouth import mouth_figures
 
 
 __all__ = [
@@ -34,5 +35,5 @@ __all__ = [
     "measure_image", "measure_video",
     "background_diff", "best_lag_correlation", "jitter", "lipsync_loudness_r",
     "loudness_envelope", "opening_percentiles", "silence_closure", "speech_pauses",
-    "IdentityModel", "SAME_PERSON", "evaluate_video", "load_audio", "load_image",
+    "mouth_figures", "IdentityModel", "SAME_PERSON", "evaluate_video", "load_audio", "load_image",
 ]

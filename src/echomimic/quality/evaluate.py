@@ -157,6 +157,11 @@ LABELS: dict[str, str] = {
     "reference_lag_frames": "lag to the real mouth (frames)",
     "lmd": "mouth landmark distance (eye distances)",
     "lmd_motion": "mouth landmark distance, motion only",
+    "mouth_ssim": "mouth crop SSIM vs the reference (open frames)",
+    "mouth_ssim_still": "mouth crop SSIM, reference's first frame (still baseline)",
+    "mouth_dark_share": "dark share inside the lips (grey < 30)",
+    "mouth_dark_share_reference": "dark share inside the lips, reference",
+    "mouth_frames": "open reference frames compared",
     "photo_lip_gap": "lip gap in the photo",
     "identity_mean": "identity distance, mean (< 0.6 same person)",
     "identity_max": "identity distance, max",
@@ -378,6 +383,11 @@ def evaluate_video(video_path: str | os.PathLike, *, image: str | os.PathLike | 
         out.update(metrics.reference_comparison(tracks.lip_gap, tracks.landmarks,
                                                 ref_tracks.lip_gap, ref_tracks.landmarks,
                                                 max_lag=max_offset))
+        from .mouth import mouth_figures
+
+        out.update(mouth_figures(iter_video_frames(video_path, max_frames=max_frames),
+                                 iter_video_frames(reference, max_frames=max_frames),
+                                 tracks.landmarks, ref_tracks.landmarks))
     out["still_jitter"] = metrics.jitter(tracks.landmarks, metrics.STILL_POINTS)
     out["mouth_jitter"] = metrics.jitter(tracks.landmarks, LIP_POINTS)
     if track is not None:

@@ -176,13 +176,19 @@ def check_inputs(data: dict[str, bytes], params: dict[str, Any], settings: Setti
         if float(info.get("duration") or 0.0) > settings.max_audio_seconds:
             raise AudioTooLong(f"the video lasts {info['duration']:.0f} s, over the limit of "
                                f"{settings.max_audio_seconds:.0f} s")
+    if "persona" in data:                    # a .persona file: parsed and checked in full
+        from ..persona import persona_from_bytes
+
+        persona_from_bytes(data["persona"])
 
 
 def _limit(settings: Settings, name: str) -> int:
     from ..motion.body_pose import MAX_POSE_BYTES
+    from ..persona import PERSONA_LIMITS
 
     return {"image": settings.max_image_bytes, "audio": settings.max_audio_bytes,
-            "video": settings.max_video_bytes, "pose": MAX_POSE_BYTES}[name]
+            "video": settings.max_video_bytes, "pose": MAX_POSE_BYTES,
+            "persona": PERSONA_LIMITS["file_bytes"]}[name]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -432,8 +438,7 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     async def generate(request: Request, who: str = Depends(owner)):
         async def read() -> tuple[dict[str, Any], dict[str, bytes]]:
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            total_limit = (settings.max_image_bytes + settings.max_audio_bytes
-                           + settings.max_video_bytes)
+            total_limit = sum(_limit(settings, name) for name in INPUT_NAMES)
             length = request.headers.get("content-length", "")
             if length.isdigit() and int(length) > total_limit + 1024 * 1024:
                 raise InputTooLarge(f"the request is {int(length)} bytes, over the limit")

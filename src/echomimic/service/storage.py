@@ -37,9 +37,9 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("echomimic.service.storage")
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-INPUT_NAMES = ("image", "audio", "video", "pose")   # pose: echomimic.pose/1 JSON/NPZ
+INPUT_NAMES = ("image", "audio", "video", "pose", "persona")   # pose: echomimic.pose/1 JSON/NPZ
 #: every stored name: an input or the result of one run of a job
-_STORED_NAME = re.compile(r"^jobs/([0-9a-f]{32})/(input\.(?:image|audio|video)|result\.[0-9]{1,6}\.(?:mp4|webm|mov|gif))$")
+_STORED_NAME = re.compile(r"^jobs/([0-9a-f]{32})/(input\.(?:image|audio|video|pose|persona)|result\.[0-9]{1,6}\.(?:mp4|webm|mov|gif))$")
 
 
 def _check_job_id(job_id: str) -> str:

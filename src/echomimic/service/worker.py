@@ -117,7 +117,7 @@ def run_claimed(job: Job, *, store: JobStore, storage: LocalStorage, settings: S
                              video=inputs.get("video"), text=params.get("text"),
                              pose=inputs.get("pose"),
                              transcript=params.get("transcript"), prompt=params.get("prompt"),
-                             progress=progress, **options)
+                             progress=progress, persona=inputs.get("persona"), **options)
     except LeaseLost:
         log.warning("job %s: lease lost, another worker runs it", job.id)
         return "lost"

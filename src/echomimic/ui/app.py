@@ -277,6 +277,10 @@ def build_app(backend: LocalBackend | RemoteBackend | None = None):
                 prompt = gr.Textbox(label="Prompt (optional)", lines=1, elem_id="prompt",
                                     placeholder='e.g. "smiles, then nods twice; looks left at '
                                                 'the end"')
+                persona_in = gr.File(label="Persona (optional): a .persona file from "
+                                     "`echomimic enroll`, the person's own mouth",
+                                     file_types=[".persona"], type="filepath",
+                                     elem_id="persona-input", height=100)
                 main = [s for s in specs if s.group == "main"]
                 for k in range(0, len(main), 2):
                     with gr.Row():
@@ -340,7 +344,8 @@ def build_app(backend: LocalBackend | RemoteBackend | None = None):
         option_components = [c for _, c in placed]
         option_specs_placed = [s for s, _ in placed]
         fixed = [mode, portrait, audio_in, transcript, video_in, mixed_audio, mixed_video,
-                 mixed_transcript, text_in, prompt, api_key, pose_in]
+                 mixed_transcript, text_in, prompt, api_key, pose_in,
+                 persona_in]
 
         def generate_fn(data: dict, progress=gr.Progress()):
             mode_v = data[mode]
@@ -351,7 +356,8 @@ def build_app(backend: LocalBackend | RemoteBackend | None = None):
                       audio=data[mixed_audio if mixed else audio_in],
                       video=data[mixed_video if mixed else video_in], text=data[text_in],
                       transcript=data[mixed_transcript if mixed else transcript],
-                      prompt=data[prompt], options=options, pose=data[pose_in])
+                      prompt=data[prompt], options=options, pose=data[pose_in],
+                      persona=data[persona_in])
             res = run_job(backend, job, progress, api_key=data[api_key])
             for w in res.warnings:
                 gr.Warning(html.escape(w))

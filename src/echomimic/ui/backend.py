@@ -63,6 +63,7 @@ class Job:
     prompt: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     pose: str | None = None                 # half body: a pose sequence (JSON/NPZ), any mode
+    persona: str | None = None              # a .persona file (any mode)
 
     def check(self) -> None:
         """Refuse, with one line, a job whose mode lacks an input (before any work)."""
@@ -93,6 +94,8 @@ class Job:
             out["prompt"] = self.prompt.strip()
         if self.pose:
             out["pose"] = self.pose
+        if self.persona:
+            out["persona"] = self.persona
         return out
 
 
@@ -243,7 +246,7 @@ class RemoteBackend:
         handles = []
         t0 = time.perf_counter()
         try:
-            for name in ("image", "audio", "video", "pose"):
+            for name in ("image", "audio", "video", "pose", "persona"):
                 path = job.image if name == "image" else drivers.get(name)
                 if path:
                     fh = open(path, "rb")

@@ -4,9 +4,10 @@
   (the skin between the crease and the lid margin stretches), the lower lid rises a little, and
   the eyeball is covered rather than squashed. It edits the backward map, so the lashes at the
   lid margin travel with the lid and the closed eye shows the person's own lid skin.
-* :class:`MouthInterior` paints what an opening mouth shows (a dark cavity with depth shading,
-  upper teeth, a hint of lower teeth and the tongue) inside the inner-lip contour, with
-  anti-aliased lip edges, tinted from this person's lips and skin.
+* :class:`MouthInterior` paints what an opening mouth shows inside the inner-lip contour: a
+  cavity in the person's own dark red-brown, the tongue, a row of upper teeth (and the lower
+  teeth on wide openings), the wet inner surfaces of the lips; shaded by the photo's light,
+  blurred and grained like the photo (see docs/renderer.md).
 """
 
 from __future__ import annotations
@@ -136,24 +137,184 @@ def _chaikin(p: np.ndarray, iterations: int = 2) -> np.ndarray:
 #: mouth's dark lip colour added
 LIP_LINE = [0.013, 0.9, 0.3, 0.25]
 
+#: upper teeth along the arch, from the middle out: the far edge of each tooth in units of the
+#: mouth's half width (central incisor, lateral incisor, canine, premolars) and its brightness
+TOOTH_EDGES = np.array([0.0, 0.28, 0.50, 0.68, 0.82, 0.93])
+TOOTH_LIGHT = np.array([1.0, 0.9, 0.7, 0.45, 0.3])
+#: how far the upper incisors reach below the resting line of the lips (x eye distance)
+TEETH_BELOW_REST = 0.04
+#: grey level of the deepest part of the mouth and of its walls next to the lips, as shares of
+#: the skin's grey level (clipped)
+CAVITY_DEPTH = 0.09
+CAVITY_WALL = 0.42
+
+
+def _interp_x(xs: np.ndarray, contour: np.ndarray) -> np.ndarray:
+    """The y of a contour (points left to right, any order) at columns ``xs``."""
+    o = np.argsort(contour[:, 0], kind="stable")
+    return np.interp(xs, contour[o, 0], contour[o, 1])
+
+
+def _grey(c: np.ndarray) -> np.ndarray:
+    return 0.299 * c[..., 0] + 0.587 * c[..., 1] + 0.114 * c[..., 2]
+
+
+def _blur_sigma(grey: np.ndarray, mask: np.ndarray) -> float:
+    """Blur of the photo's edges (Gaussian sigma, pixels) from the ratio of the strongest
+    gradients before and after re-blurring by a known amount."""
+    g = grey.astype(np.float32)
+    sr = 1.0
+
+    def strong(a: np.ndarray) -> float:
+        gx = cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3)
+        mag = np.hypot(gx, gy)[mask]
+        return float(np.percentile(mag, 98)) if mag.size > 20 else 0.0
+
+    g0 = strong(g)
+    g1 = strong(cv2.GaussianBlur(g, (0, 0), sr))
+    if g1 <= 1e-3 or g0 <= 1e-3:
+        return 1.0
+    r = g0 / g1
+    if r <= 1.0 + 1e-3:
+        return 3.0
+    return float(np.clip(sr / np.sqrt(r * r - 1.0), 0.3, 3.0))
+
 
 class MouthInterior:
-    """Paints the inside of an open mouth between the inner-lip contours."""
+    """Paints the inside of an open mouth between the inner-lip contours, from the photo alone.
 
-    def __init__(self, rest_image: np.ndarray, lip_points: np.ndarray, eye_dist: float):
-        self.E = float(eye_dist)
-        pts = np.round(lip_points[:, :2]).astype(int)
+    What it draws, back to front: the cavity in a dark red-brown made from this person's lip
+    colour (darkest deep in the middle and in the corners, lighter near the lips; never black),
+    the tongue low in the mouth (on open vowels; ``tongueOut`` brings it forward), the lower
+    teeth on wide openings, the upper teeth as a row of soft individual teeth hanging from the
+    upper jaw (their edge stays with the head, so the upper lip uncovers them as it rises and a
+    lower lip tucked under them for /f v/ meets them), and the wet inner surfaces of both lips,
+    which widen as the lips part. The picture is shaded by the light direction read from the skin
+    around the mouth, blurred to the photo's own sharpness, given the skin's grain and composited
+    with an anti-aliased edge. When the photo itself shows teeth, their pixels are the teeth's
+    texture.
+
+    ``lip_points``: the outer-lip points (pixels of ``rest_image``), used to sample colours.
+    ``photo`` / ``photo_lips``: the photo before its mouth was closed and its (upper, lower)
+    inner-lip contours, in the same coordinates, when its mouth is open (teeth are taken from it).
+    """
+
+    def __init__(self, rest_image: np.ndarray, lip_points: np.ndarray, eye_dist: float, *,
+                 photo: np.ndarray | None = None,
+                 photo_lips: tuple[np.ndarray, np.ndarray] | None = None):
+        self.E = E = float(eye_dist)
         h, w = rest_image.shape[:2]
+        outer = np.asarray(lip_points, np.float64)[:, :2]
+        pts = np.round(outer).astype(int)
         pts[:, 0] = np.clip(pts[:, 0], 0, w - 1)
         pts[:, 1] = np.clip(pts[:, 1], 0, h - 1)
-        lip = rest_image[pts[:, 1], pts[:, 0]].astype(np.float32)
-        self.lip = np.median(lip, axis=0)
-        lum = float(np.clip(0.299 * self.lip[0] + 0.587 * self.lip[1] + 0.114 * self.lip[2], 40, 220))
-        self.light = float(np.clip(lum / 140.0, 0.6, 1.25))
-        self.cavity = np.clip(self.lip * 0.30 + np.array([14, 3, 4]), 0, 255)
-        self.teeth = np.array([226, 218, 204], np.float32) * min(1.0, 0.75 * self.light + 0.25)
-        self.tongue = np.clip(self.lip * 0.8 + np.array([18, -4, -2]), 0, 255)
+        lip_px = rest_image[pts[:, 1], pts[:, 0]].astype(np.float32)
+        # colours and statistics of the lips and of the skin around the mouth
+        mw = float(np.ptp(outer[:, 0])) or 1.0
+        mx0 = int(max(0, outer[:, 0].min() - 0.35 * mw))
+        mx1 = int(min(w, outer[:, 0].max() + 0.35 * mw + 1))
+        my0 = int(max(0, outer[:, 1].min() - 0.3 * mw))
+        my1 = int(min(h, outer[:, 1].max() + 0.3 * mw + 1))
+        lip = np.median(lip_px, axis=0)
+        skin = lip * 1.1
+        self.sigma, self.noise_sd = 0.7, 0.0
+        self.light = np.zeros(2)
+        if mx1 - mx0 > 4 and my1 - my0 > 4:
+            box = rest_image[my0:my1, mx0:mx1].astype(np.float32)
+            lm = np.zeros(box.shape[:2], np.uint8)
+            poly = np.round(outer - [mx0, my0]).astype(np.int32)
+            hull = cv2.convexHull(poly)
+            cv2.fillConvexPoly(lm, hull, 1)
+            lips_in = lm.astype(bool)
+            if lips_in.sum() > 10:
+                lip = np.median(box[lips_in], axis=0)
+            near = cv2.dilate(lm, np.ones((3, 3), np.uint8), iterations=max(2, int(0.04 * E)))
+            sk = near == 0
+            if sk.sum() > 30:
+                skin = np.median(box[sk], axis=0)
+                gy = _grey(box)
+                # grain: robust spread of what a 3x3 median takes away
+                g8 = np.clip(gy + 0.5, 0, 255).astype(np.uint8)
+                res = gy - cv2.medianBlur(g8, 3).astype(np.float32)
+                self.noise_sd = float(np.clip(1.4826 * np.median(np.abs(res[sk])), 0.0, 12.0))
+                # light: the skin's brightness gradient across the mouth region
+                yy, xx = np.nonzero(sk)
+                A = np.column_stack([(xx - xx.mean()) / mw, (yy - yy.mean()) / mw, np.ones(len(xx))])
+                coef, *_ = np.linalg.lstsq(A, gy[sk], rcond=None)
+                self.light = np.clip(coef[:2] / max(float(np.median(gy[sk])), 1.0), -0.6, 0.6)
+                # lip edges are soft by nature: part of what is measured is not blur
+                self.sigma = 0.6 * _blur_sigma(gy, np.ones_like(sk))
+        self.lip = lip.astype(np.float32)
+        self.skin = skin.astype(np.float32)
+        skin_g = float(np.clip(_grey(self.skin), 40, 240))
+        lip_g = max(float(_grey(self.lip)), 1.0)
+        # the cavity: the lip colour, much darker and a little redder; never black
+        core_g = float(np.clip(CAVITY_DEPTH * skin_g, 8.0, 24.0))
+        wall_g = float(np.clip(CAVITY_WALL * skin_g, 40.0, 110.0))
+        red = self.lip / lip_g
+        red = red * np.array([1.15, 0.85, 0.85], np.float32)
+        red /= max(float(_grey(red)), 1e-3)
+        self.cavity_core = (red * core_g).astype(np.float32)
+        self.cavity_wall = (red * wall_g).astype(np.float32)
+        # the colour of the closed-lip line (kept as it was: a face tracker reads it as closed)
+        self.cavity = np.clip(np.median(lip_px, axis=0) * 0.30 + np.array([14, 3, 4]), 0, 255)
+        # teeth: the light's colour (the skin's hue, faint) at about the skin's brightness
+        tint = self.skin / max(float(_grey(self.skin)), 1.0)
+        tint = 0.5 + 0.5 * tint
+        self.teeth = np.clip(tint * np.clip(1.15 * skin_g + 10.0, 100.0, 235.0), 0, 250).astype(np.float32)
+        self.tongue = (self.lip * 0.72 + self.skin * 0.08).astype(np.float32)
+        self.mucosa = (self.lip * np.array([0.78, 0.6, 0.62], np.float32)).astype(np.float32)
+        # a fixed grain texture (deterministic), tiled in image coordinates
+        rng = np.random.default_rng(12345)
+        self.grain = rng.standard_normal((128, 128)).astype(np.float32)
+        # teeth from the photo, when it shows them
+        self.teeth_tex: np.ndarray | None = None
+        if photo is not None and photo_lips is not None:
+            self.teeth_tex = self._photo_teeth(photo, *photo_lips)
 
+    # ------------------------------------------------------------------------------------------
+    def _photo_teeth(self, photo: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray | None:
+        """The photo's upper teeth as a texture (rows: upper lip down to the teeth's edge;
+        columns: corner to corner), or None when the photo shows no teeth."""
+        upper = np.asarray(upper, np.float64)[:, :2]
+        lower = np.asarray(lower, np.float64)[:, :2]
+        E = self.E
+        x0, x1 = float(upper[:, 0].min()), float(upper[:, 0].max())
+        if x1 - x0 < 8:
+            return None
+        xs = np.linspace(x0, x1, 64)
+        yu = _interp_x(xs, upper)
+        yl = _interp_x(xs, lower)
+        g = yl - yu
+        if float(g.max()) < max(2.0, 0.02 * E):
+            return None
+        h, w = photo.shape[:2]
+        grey = _grey(photo.astype(np.float32))
+        rows = 24
+        t = np.linspace(0.0, 1.0, rows)[:, None]
+        sy = (yu[None, :] + t * g[None, :]).astype(np.float32)
+        sx = np.repeat(xs[None, :], rows, 0).astype(np.float32)
+        gs = cv2.remap(grey.astype(np.float32), sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        lip_g = float(_grey(self.lip))
+        mid = np.abs(np.linspace(-1, 1, 64)) < 0.6
+        bright = gs > max(1.15 * lip_g, 0.55 * float(_grey(self.skin)))
+        cols = bright[:, mid].any(0)
+        if cols.mean() < 0.5:
+            return None
+        # the teeth's edge in each column: the lowest bright row, smoothed across columns
+        last = np.where(bright.any(0), rows - 1 - np.argmax(bright[::-1], axis=0), 0)
+        edge = float(np.median(last[mid][cols])) / (rows - 1)
+        if edge < 0.15:
+            return None
+        t2 = np.linspace(0.0, edge, 16)[:, None]
+        sy2 = (yu[None, :] + t2 * g[None, :]).astype(np.float32)
+        sx2 = np.repeat(xs[None, :], 16, 0).astype(np.float32)
+        tex = cv2.remap(np.ascontiguousarray(photo), sx2, sy2, cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)
+        return tex.astype(np.float32)
+
+    # ------------------------------------------------------------------------------------------
     def lip_line(self, img: np.ndarray, upper: np.ndarray, lower: np.ndarray, strength: float = 1.0) -> None:
         """The soft shadow where closed lips meet (what a closed mouth shows, and what a face
         tracker reads as closed)."""
@@ -182,78 +343,177 @@ class MouthInterior:
         roi += (dark - roi) * alpha[..., None]
         img[y0:y1, x0:x1] = np.clip(roi + 0.5, 0, 255).astype(np.uint8)
 
-    def paint(self, img: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> None:
-        """``upper``/``lower``: inner-lip contours (corner to corner, same corners), pixels in
-        ``img``'s coordinates. Paints in place."""
-        upper = np.asarray(upper, np.float64)
-        lower = np.asarray(lower, np.float64).copy()
+    # ------------------------------------------------------------------------------------------
+    def paint(self, img: np.ndarray, upper: np.ndarray, lower: np.ndarray, *,
+              teeth_line: np.ndarray | None = None, motion: dict | None = None) -> None:
+        """Paint the open mouth into ``img`` in place.
+
+        ``upper``/``lower``: inner-lip contours (corner to corner, same corners), pixels in
+        ``img``'s coordinates. ``teeth_line``: where the lips meet at rest, moved with the head
+        only (points left to right): the upper teeth hang from it. Without it they hang from the
+        upper lip. ``motion``: the frame's blendshapes (``jawOpen``, ``mouthFunnel``,
+        ``mouthPucker``, ``mouthRollLower``, ``tongueOut``) shape the teeth and tongue.
+        """
+        upper = np.asarray(upper, np.float64)[:, :2]
+        lower = np.asarray(lower, np.float64)[:, :2].copy()
         lower[:, 1] = np.maximum(lower[:, 1], upper[:, 1])      # never a crossed contour
+        gap = lower[1:-1, 1] - upper[1:-1, 1]
+        if gap.size == 0 or float(gap.max()) < 0.35:
+            return
         upper, lower = _chaikin(upper), _chaikin(lower)
         poly = np.concatenate([upper, lower[::-1][1:-1]])
-        x0 = int(np.floor(poly[:, 0].min())) - 2
-        x1 = int(np.ceil(poly[:, 0].max())) + 3
-        y0 = int(np.floor(poly[:, 1].min())) - 2
-        y1 = int(np.ceil(poly[:, 1].max())) + 3
+        sig = self.sigma
+        pad = int(np.ceil(2.5 * sig)) + 2
         h, w = img.shape[:2]
-        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+        x0 = max(0, int(np.floor(poly[:, 0].min())) - pad)
+        x1 = min(w, int(np.ceil(poly[:, 0].max())) + pad + 1)
+        y0 = max(0, int(np.floor(poly[:, 1].min())) - pad)
+        y1 = min(h, int(np.ceil(poly[:, 1].max())) + pad + 1)
         if x1 - x0 < 2 or y1 - y0 < 2:
-            return
-        gap = lower[1:-1, 1] - upper[1:-1, 1]
-        gmax = float(gap.max()) if gap.size else 0.0
-        if gap.size == 0 or gmax < 0.35:
             return
         S = 4  # supersampled polygon for clean edges
         bw, bh = x1 - x0, y1 - y0
         m = np.zeros((bh * S, bw * S), np.uint8)
         pp = np.round((poly - [x0, y0]) * S + (S - 1) / 2).astype(np.int32)
         cv2.fillPoly(m, [pp], 255, lineType=cv2.LINE_8)
-        mask = cv2.resize(m, (bw, bh), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        mask = cv2.resize(m, (bw, bh), interpolation=cv2.INTER_AREA).astype(np.float32) * (1 / 255.0)
         if float(mask.max()) <= 0:
             return
-        xs = np.arange(x0, x1, dtype=np.float64)
-        ys = np.arange(y0, y1, dtype=np.float64)[:, None]
-        ou = np.argsort(upper[:, 0])
-        ol = np.argsort(lower[:, 0])
-        yu = np.interp(xs, upper[ou, 0], upper[ou, 1])[None, :]
-        yl = np.interp(xs, lower[ol, 0], lower[ol, 1])[None, :]
-        g = np.maximum(yl - yu, 1e-3)
-        t = (ys - yu) / g                                      # 0 at upper lip, 1 at lower lip
-        xc = 0.5 * (upper[0, 0] + upper[-1, 0])
-        half = max(0.5 * abs(upper[-1, 0] - upper[0, 0]), 1.0)
-        xr = (xs[None, :] - xc) / half                         # -1..1 across the mouth
+        if sig > 0.6:
+            mask = cv2.GaussianBlur(mask, (0, 0), 0.6 * sig)
+        mo = motion or {}
+        jaw = float(np.clip(mo.get("jawOpen", 0.0), 0, 1))
+        rnd = float(np.clip(max(mo.get("mouthFunnel", 0.0), mo.get("mouthPucker", 0.0)), 0, 1))
+        tongue_out = float(np.clip(mo.get("tongueOut", 0.0), 0, 1))
         E = self.E
-        # cavity: darker towards the back and the corners
-        depth = np.clip(1 - np.abs(xr), 0, 1)
-        shade = 0.55 + 0.45 * (1 - depth * np.clip(g / (0.25 * E), 0, 1)) * (0.6 + 0.4 * np.abs(2 * t - 1))
-        col = self.cavity[None, None, :] * shade[..., None]
-        # tongue: a rounded mass low in the mouth, lit from the front
-        gpx = g
-        ty = 1 - (ys - (yl - 0.35 * gpx)) / np.maximum(0.45 * gpx, 1e-3)
-        tongue_m = smoothstep((1 - xr ** 2 / 0.55) * 3) * smoothstep(1 - np.abs(ty - 0.35) * 1.6)
-        tongue_m *= smoothstep((g - 0.10 * E) / (0.12 * E))
-        tcol = self.tongue[None, None, :] * (0.55 + 0.35 * np.clip(1 - np.abs(ty), 0, 1))[..., None]
-        col = col * (1 - tongue_m[..., None]) + tcol * tongue_m[..., None]
-        # soft shadow just inside the lips (on the cavity and tongue)
-        edge = np.clip(np.minimum(ys - yu, yl - ys) / max(1.2, 0.02 * E), 0, 1)
-        col *= (0.7 + 0.3 * edge)[..., None]
-        # upper teeth: a band right under the upper lip across the middle of the mouth
-        th = np.minimum(0.10 * E, 0.55 * g)
-        tb = (ys - yu) / np.maximum(th, 1e-3)
-        teeth_w = smoothstep((0.8 - np.abs(xr)) / 0.3)
-        band = smoothstep((1 - tb) * 3.0) * smoothstep((tb + 0.05) * 6.0)
-        gum = 0.9 + 0.1 * smoothstep(tb * 4)
-        incisor = 1 - 0.06 * np.abs(np.cos(np.pi * xr * 2.4)) ** 8
-        shade_t = gum * incisor * (0.6 + 0.4 * teeth_w) * (1 - 0.12 * np.clip(tb, 0, 1))
-        tcol2 = self.teeth[None, None, :] * shade_t[..., None]
-        tm = (band * smoothstep(teeth_w * 1.5))[..., None]
-        col = col * (1 - tm) + tcol2 * tm
-        # lower teeth, only when wide open
-        lh = np.minimum(0.06 * E, 0.22 * g)
-        lb = (yl - ys) / np.maximum(lh, 1e-3)
-        lm_ = smoothstep((1 - lb) * 4) * smoothstep((0.6 - np.abs(xr)) / 0.25) * smoothstep((g - 0.18 * E) / (0.1 * E))
-        col = col * (1 - 0.7 * lm_[..., None]) + self.teeth[None, None, :] * 0.72 * 0.7 * lm_[..., None]
+        xs = np.arange(x0, x1, dtype=np.float32)
+        ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+        yu = _interp_x(xs, upper).astype(np.float32)[None, :]
+        yl = _interp_x(xs, lower).astype(np.float32)[None, :]
+        g = np.maximum(yl - yu, 1e-3)
+        xc = float(0.5 * (upper[0, 0] + upper[-1, 0]))
+        half = float(max(0.5 * abs(upper[-1, 0] - upper[0, 0]), 1.0))
+        xr = ((xs - xc) / half)[None, :]                       # -1..1 across the mouth
+        axr = np.abs(xr)
+        gm = float(gap.max())
+        lx, ly = float(self.light[0]), float(self.light[1])
+        side_light = 1.0 + 0.5 * lx * xr                       # the lit side of the mouth
+        bh_ = y1 - y0
+
+        def rows(top: np.ndarray, bottom: np.ndarray) -> slice:
+            """The rows of the box between the highest of ``top`` and the lowest of ``bottom``."""
+            return slice(int(np.clip(np.floor(float(np.min(top))) - y0 - 2, 0, bh_)),
+                         int(np.clip(np.ceil(float(np.max(bottom))) - y0 + 3, 0, bh_)))
+
+        # ---- cavity: dark red-brown, lighter near the lips, darkest deep in the middle and in
+        # the corners
+        dist = np.minimum(ys - yu, yl - ys)
+        wall = np.exp(-np.maximum(dist, 0) / np.maximum(0.27 * g, 0.8))
+        corner = smoothstep((axr - 0.55) / 0.4)
+        wall = wall * (1 - 0.6 * corner)
+        depth = smoothstep(gm / (0.18 * E)) * (0.6 + 0.4 * rnd)
+        k = np.clip(wall * (1.0 - 0.4 * depth) + 0.15 * (1 - depth), 0, 1)
+        col = self.cavity_core + (self.cavity_wall - self.cavity_core) * k[..., None]
+        col = (col * (1 - 0.35 * corner)[..., None]).astype(np.float32)
+
+        # ---- tongue: a rounded mass low in the mouth, lit from the front
+        t_amt = smoothstep((g - 0.09 * E) / (0.1 * E)) * (1 - 0.7 * rnd)
+        t_amt = np.maximum(t_amt, tongue_out * smoothstep((g - 0.02 * E) / (0.04 * E)))
+        if float(t_amt.max()) > 0.01:
+            hump = np.sqrt(np.clip(1 - (xr / 0.78) ** 2, 0, 1))
+            t_h = (np.minimum(0.32 * g, 0.09 * E) + tongue_out * 0.4 * g) * hump
+            t_top = yl - t_h
+            r = rows(t_top, yl)
+            yr = ys[r]
+            inside_t = (yr - t_top) / np.maximum(t_h, 0.5)          # 0 top .. 1 at the lower lip
+            edge_w = np.maximum(0.8, 0.12 * t_h)
+            tm = smoothstep((yr - t_top) / edge_w + 0.5) * t_amt
+            lit = 0.78 + 0.22 * np.exp(-((inside_t - 0.3) / 0.25) ** 2)
+            tcol = self.tongue * ((lit * side_light) * (0.75 + 0.25 * hump))[..., None]
+            col[r] += (tcol - col[r]) * tm[..., None]
+
+        # ---- lower teeth: only on wide openings, partly behind the lower lip
+        lo_amt = smoothstep((g - 0.17 * E) / (0.08 * E)) * (1 - 0.6 * rnd)
+        if float(lo_amt.max()) > 0.01:
+            lh = np.minimum(0.05 * E, 0.2 * g)
+            r = rows(yl - lh, yl)
+            lb = (yl - ys[r]) / np.maximum(lh, 1e-3)
+            lm_ = smoothstep((1 - lb) * 3) * smoothstep((0.55 - axr) / 0.2) * lo_amt
+            lcol = self.teeth * (0.62 * side_light * (0.85 + 0.15 * np.clip(lb, 0, 1)))[..., None]
+            col[r] += (lcol - col[r]) * lm_[..., None]
+
+        # ---- upper teeth: a row hanging from the upper jaw
+        if teeth_line is not None:
+            tl = np.asarray(teeth_line, np.float64)[:, :2]
+            edge = _interp_x(xs, tl).astype(np.float32)[None, :]
+            edge = edge + TEETH_BELOW_REST * E * np.clip(1 - xr ** 2, 0, 1)
+            edge = np.minimum(edge, yu + 0.5 * g)
+        else:
+            edge = yu + np.minimum(0.1 * E, 0.45 * g) * np.clip(1 - 0.5 * xr ** 2, 0, 1)
+        edge = edge - (edge - yu) * 0.55 * rnd                       # rounded lips cover them
+        edge = np.minimum(edge, yl)
+        th = np.maximum(edge - yu, 0.0)
+        if float(th.max()) > 0.3:
+            # individual teeth along the arch (per column)
+            ax1 = np.clip(axr[0], 0, TOOTH_EDGES[-1] - 1e-3)
+            k_t = np.clip(np.searchsorted(TOOTH_EDGES, ax1, side="right") - 1, 0, len(TOOTH_LIGHT) - 1)
+            e0, e1 = TOOTH_EDGES[k_t], TOOTH_EDGES[k_t + 1]
+            u = (ax1 - e0) / (e1 - e0)                               # 0..1 across the tooth
+            tw = (e1 - e0) * half                                    # tooth width (px)
+            seam = np.minimum(u, 1 - u) * tw                          # px to the nearest seam
+            seam_dark = 1 - 0.45 * np.exp(-seam / np.maximum(0.7, 0.07 * tw))
+            th1 = th[0]
+            # incisal edge: each tooth rounded at its corners (small notches between teeth)
+            notch = np.clip((np.abs(2 * u - 1) - 0.55) / 0.45, 0, 1) ** 2 * np.minimum(0.18 * tw, 0.5 * th1)
+            t_edge = (edge[0] - notch).astype(np.float32)[None, :]
+            r = rows(yu, t_edge)
+            yr = ys[r]
+            tb = (yr - yu) / np.maximum(t_edge - yu, 1e-3)           # 0 at the lip .. 1 at the edge
+            aa = max(0.7, 0.5 * sig)
+            band = smoothstep((t_edge - yr) / aa + 0.5) * smoothstep((yr - yu) / aa + 0.5)
+            row = (TOOTH_LIGHT[k_t] * smoothstep((0.95 - ax1) / 0.2) * seam_dark
+                   * side_light[0] * (1 - 0.2 * rnd)).astype(np.float32)[None, :]
+            vshade = (0.78 + 0.22 * smoothstep(tb * 2.5)) * (1 - 0.08 * smoothstep((tb - 0.8) * 5))
+            shade_t = row * vshade
+            if self.teeth_tex is not None:
+                tex = self.teeth_tex
+                th_, tw_ = tex.shape[:2]
+                sx = ((xr + 1) * 0.5 * (tw_ - 1)).astype(np.float32)
+                sy = (np.clip(tb, 0, 1) * (th_ - 1)).astype(np.float32)
+                sx, sy = np.broadcast_to(sx, tb.shape), np.ascontiguousarray(sy)
+                tcol = cv2.remap(tex, np.ascontiguousarray(sx), sy, cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE)
+                tcol = tcol * (side_light * (0.85 + 0.15 * smoothstep(tb * 2.5)))[..., None]
+            else:
+                tcol = self.teeth * shade_t[..., None]
+            tmask = (band * smoothstep((0.88 - axr) / 0.2))[..., None]
+            col[r] += (tcol - col[r]) * tmask
+
+        # ---- the wet inner surfaces of the lips, wider as they part
+        part = smoothstep(g / (0.06 * E))
+        hu = np.minimum(0.12 * g, 0.02 * E) * part
+        hl = np.minimum(0.12 * g, 0.02 * E) * part
+        r = rows(yu, yu + np.maximum(hu, 0.5))
+        up_s = smoothstep(1 - (ys[r] - yu) / np.maximum(hu, 0.5))
+        mu = (self.mucosa * 0.75)[None, None, :]
+        col[r] += (mu - col[r]) * (0.85 * up_s)[..., None]
+        r = rows(yl - np.maximum(hl, 0.5), yl)
+        lo_s = smoothstep(1 - (yl - ys[r]) / np.maximum(hl, 0.5))
+        shine = np.exp(-(((yl - ys[r]) / np.maximum(hl, 0.5) - 0.55) / 0.25) ** 2) * lo_s
+        ml = self.mucosa[None, None, :] * (1.0 + 0.25 * shine)[..., None]
+        col[r] += (ml - col[r]) * (0.85 * lo_s)[..., None]
+
+        # ---- the photo's sharpness and grain, then composite
+        if sig > 0.45:
+            col = cv2.GaussianBlur(col, (0, 0), sig)
+        if self.noise_sd > 0.3:
+            gh, gw = self.grain.shape
+            gy_i = np.arange(y0, y1) % gh
+            gx_i = np.arange(x0, x1) % gw
+            col = col + (self.noise_sd * self.grain[gy_i][:, gx_i])[..., None]
         roi = img[y0:y1, x0:x1]
-        out = roi.astype(np.float32) * (1 - mask[..., None]) + col * mask[..., None]
+        out = roi.astype(np.float32)
+        out += (col - out) * mask[..., None]
         roi[:] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.spatial import Delaunay
 
-from ...types import Portrait
+from ...types import Persona, Portrait
 from .features import EyeLids, MouthInterior, refine_inner_lips
 from .rig import (
     BROW_L_LOWER, BROW_R_LOWER, EYE_L_LOWER, EYE_L_UPPER, EYE_R_LOWER, EYE_R_UPPER, FACE_OVAL, LOWER_INNER, LOWER_OUTER,
@@ -175,7 +175,8 @@ class WarpRenderer:
 
     name = "warp"
 
-    def __init__(self, portrait: Portrait, *, max_head_px: float | None = None):
+    def __init__(self, portrait: Portrait, *, max_head_px: float | None = None,
+                 persona: Persona | None = None):
         img = np.ascontiguousarray(portrait.image)
         self.photo = img
         H, W = img.shape[:2]
@@ -335,10 +336,21 @@ class WarpRenderer:
         lr = lm_rest - off
         self.eye_r = EyeLids(lr[EYE_R_UPPER], lr[EYE_R_LOWER], lr[BROW_R_LOWER])
         self.eye_l = EyeLids(lr[EYE_L_UPPER], lr[EYE_L_LOWER], lr[BROW_L_LOWER])
-        self.mouth = MouthInterior(self.rest_roi, lr[UPPER_OUTER + LOWER_OUTER], E)
+        photo_lips = None
+        if self.closed_from_open:                # the photo's own teeth, where it shows them
+            photo_lips = (lm[UPPER_INNER, :2] - off[:2], lm[LOWER_INNER, :2] - off[:2])
+        self.mouth = MouthInterior(self.rest_roi, lr[UPPER_OUTER + LOWER_OUTER], E,
+                                   photo=img[ry0:ry1, rx0:rx1] if photo_lips else None,
+                                   photo_lips=photo_lips)
+        # where the lips meet at rest (3D): the upper teeth hang there and move with the head
+        self.teeth_rest = 0.5 * (lm_rest[UPPER_INNER] + lm_rest[LOWER_INNER])
         # the soft shadow where the closed lips meet is part of the rest image: it moves with the
         # lips and becomes their inner edges when the mouth opens
         self.mouth.lip_line(self.rest_roi, lr[UPPER_INNER, :2], lr[LOWER_INNER, :2])
+        if persona is not None:        # the person's own mouth interiors (an enrolled persona)
+            from .atlas import AtlasInterior
+
+            self.mouth = AtlasInterior(persona, self.rest_roi, lr, fallback=self.mouth)
         bx, by = np.meshgrid(np.arange(rw, dtype=np.float32), np.arange(rh, dtype=np.float32))
         self.base = np.ascontiguousarray(np.stack([bx, by], -1))
 
@@ -492,8 +504,21 @@ class WarpRenderer:
         out = cv2.remap(self.rest_roi, M, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         up = dst[UPPER_INNER]
         lo = dst[LOWER_INNER]
-        self.mouth.paint(out, up, lo)
+        if isinstance(self.mouth, MouthInterior):
+            self.mouth.paint(out, up, lo, teeth_line=self._teeth_line(m), motion=m)
+        else:
+            self.mouth.paint(out, up, lo)
         return out
+
+    def _teeth_line(self, m: dict[str, float]) -> np.ndarray:
+        """Where the upper teeth's edge is in this frame (ROI pixels): the resting line of the
+        lips moved by the head (and breathing) only."""
+        p = self.rig.apply_head(self.teeth_rest, m)[:, :2]
+        p = p - [self.roi[0], self.roi[1]]
+        b = float(m.get("breath", 0.0))
+        if b:
+            p[:, 1] -= b * self.breath_amp
+        return p
 
     def render_into(self, m: dict[str, float], frame: np.ndarray) -> np.ndarray:
         """Render into ``frame``, a buffer that already holds the photo (only the region of
