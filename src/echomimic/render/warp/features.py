@@ -379,7 +379,7 @@ class MouthInterior:
         mask = cv2.resize(m, (bw, bh), interpolation=cv2.INTER_AREA).astype(np.float32) * (1 / 255.0)
         if float(mask.max()) <= 0:
             return
-        if sig > 0.6:
+        if sig > 1.0:
             mask = cv2.GaussianBlur(mask, (0, 0), 0.6 * sig)
         mo = motion or {}
         jaw = float(np.clip(mo.get("jawOpen", 0.0), 0, 1))
@@ -407,14 +407,15 @@ class MouthInterior:
 
         # ---- cavity: dark red-brown, lighter near the lips, darkest deep in the middle and in
         # the corners
-        dist = np.minimum(ys - yu, yl - ys)
-        wall = np.exp(-np.maximum(dist, 0) / np.maximum(0.27 * g, 0.8))
+        dist = np.maximum(np.minimum(ys - yu, yl - ys), 0)
         corner = smoothstep((axr - 0.55) / 0.4)
-        wall = wall * (1 - 0.6 * corner)
-        depth = smoothstep(gm / (0.18 * E)) * (0.6 + 0.4 * rnd)
-        k = np.clip(wall * (1.0 - 0.4 * depth) + 0.15 * (1 - depth), 0, 1)
-        col = self.cavity_core + (self.cavity_wall - self.cavity_core) * k[..., None]
-        col = (col * (1 - 0.35 * corner)[..., None]).astype(np.float32)
+        depth = float(smoothstep(gm / (0.18 * E)) * (0.6 + 0.4 * rnd))
+        wall = np.exp(-dist * (1.0 / np.maximum(0.27 * g, 0.8)))
+        k = wall * ((1 - 0.6 * corner) * (1.0 - 0.4 * depth)) + 0.15 * (1 - depth)
+        np.clip(k, 0, 1, out=k)
+        cf = (1 - 0.35 * corner)[..., None]                   # (1, w, 1)
+        col = (self.cavity_core * cf + ((self.cavity_wall - self.cavity_core) * cf) * k[..., None]
+               ).astype(np.float32)
 
         # ---- tongue: a rounded mass low in the mouth, lit from the front
         t_amt = smoothstep((g - 0.09 * E) / (0.1 * E)) * (1 - 0.7 * rnd)
