@@ -295,3 +295,31 @@ def test_evaluate_reports_the_mouth_figures(clips, tmp_path):
     assert same["mouth_dark_share"] == same["mouth_dark_share_reference"]
     assert black["mouth_ssim"] < same["mouth_ssim"] - 0.05
     assert black["mouth_dark_share"] > black["mouth_dark_share_reference"] + 0.3
+
+
+def test_teeth_of_the_photo_are_used_when_it_shows_them():
+    """A photo whose open mouth shows a bright row gives a teeth texture (and that texture is
+    what the teeth row shows); a photo with a dark opening does not."""
+    x = np.linspace(70, 170, 11)
+    bell = 1 - ((x - 120) / 50) ** 2
+    upper = np.column_stack([x, 100 - 8 * bell])
+    lower = np.column_stack([x, 100 + 12 * bell])
+    outer = np.concatenate([np.column_stack([x, 100 - 14 * bell]), np.column_stack([x, 100 + 18 * bell])])
+    base = np.zeros((200, 240, 3), np.uint8)
+    base[:] = (200, 150, 130)
+    base[80:122, 70:171] = (170, 90, 90)                       # lips
+    toothy = base.copy()
+    toothy[93:101, 80:161] = (40, 250, 40)                     # bright (green, to find it again)
+    toothy[101:112, 80:161] = (30, 15, 15)
+    dark = base.copy()
+    dark[93:112, 80:161] = (30, 15, 15)
+    E = 160.0
+    rest = base.copy()
+    assert MouthInterior(rest, outer, E, photo=dark, photo_lips=(upper, lower)).teeth_tex is None
+    mi = MouthInterior(rest, outer, E, photo=toothy, photo_lips=(upper, lower))
+    assert mi.teeth_tex is not None
+    out = rest.copy()
+    mi.paint(out, upper, np.column_stack([x, 100 + 28 * bell]),
+             teeth_line=np.column_stack([x, np.full(11, 100.0)]))
+    top = out[93:97, 110:130].astype(int)
+    assert (top[..., 1] - top[..., 0]).mean() > 40             # the photo's (green) teeth

@@ -289,7 +289,6 @@ class MouthInterior:
         g = yl - yu
         if float(g.max()) < max(2.0, 0.02 * E):
             return None
-        h, w = photo.shape[:2]
         grey = _grey(photo.astype(np.float32))
         rows = 24
         t = np.linspace(0.0, 1.0, rows)[:, None]
@@ -351,8 +350,8 @@ class MouthInterior:
         ``upper``/``lower``: inner-lip contours (corner to corner, same corners), pixels in
         ``img``'s coordinates. ``teeth_line``: where the lips meet at rest, moved with the head
         only (points left to right): the upper teeth hang from it. Without it they hang from the
-        upper lip. ``motion``: the frame's blendshapes (``jawOpen``, ``mouthFunnel``,
-        ``mouthPucker``, ``mouthRollLower``, ``tongueOut``) shape the teeth and tongue.
+        upper lip. ``motion``: the frame's blendshapes; ``mouthFunnel``/``mouthPucker`` (rounded
+        lips cover the teeth and hide the tongue) and ``tongueOut`` are read.
         """
         upper = np.asarray(upper, np.float64)[:, :2]
         lower = np.asarray(lower, np.float64)[:, :2].copy()
@@ -379,10 +378,9 @@ class MouthInterior:
         mask = cv2.resize(m, (bw, bh), interpolation=cv2.INTER_AREA).astype(np.float32) * (1 / 255.0)
         if float(mask.max()) <= 0:
             return
-        if sig > 0.6:
+        if sig > 1.0:
             mask = cv2.GaussianBlur(mask, (0, 0), 0.6 * sig)
         mo = motion or {}
-        jaw = float(np.clip(mo.get("jawOpen", 0.0), 0, 1))
         rnd = float(np.clip(max(mo.get("mouthFunnel", 0.0), mo.get("mouthPucker", 0.0)), 0, 1))
         tongue_out = float(np.clip(mo.get("tongueOut", 0.0), 0, 1))
         E = self.E
@@ -396,7 +394,7 @@ class MouthInterior:
         xr = ((xs - xc) / half)[None, :]                       # -1..1 across the mouth
         axr = np.abs(xr)
         gm = float(gap.max())
-        lx, ly = float(self.light[0]), float(self.light[1])
+        lx = float(self.light[0])
         side_light = 1.0 + 0.5 * lx * xr                       # the lit side of the mouth
         bh_ = y1 - y0
 
@@ -407,14 +405,15 @@ class MouthInterior:
 
         # ---- cavity: dark red-brown, lighter near the lips, darkest deep in the middle and in
         # the corners
-        dist = np.minimum(ys - yu, yl - ys)
-        wall = np.exp(-np.maximum(dist, 0) / np.maximum(0.27 * g, 0.8))
+        dist = np.maximum(np.minimum(ys - yu, yl - ys), 0)
         corner = smoothstep((axr - 0.55) / 0.4)
-        wall = wall * (1 - 0.6 * corner)
-        depth = smoothstep(gm / (0.18 * E)) * (0.6 + 0.4 * rnd)
-        k = np.clip(wall * (1.0 - 0.4 * depth) + 0.15 * (1 - depth), 0, 1)
-        col = self.cavity_core + (self.cavity_wall - self.cavity_core) * k[..., None]
-        col = (col * (1 - 0.35 * corner)[..., None]).astype(np.float32)
+        depth = float(smoothstep(gm / (0.18 * E)) * (0.6 + 0.4 * rnd))
+        wall = np.exp(-dist * (1.0 / np.maximum(0.27 * g, 0.8)))
+        k = wall * ((1 - 0.6 * corner) * (1.0 - 0.4 * depth)) + 0.15 * (1 - depth)
+        np.clip(k, 0, 1, out=k)
+        cf = (1 - 0.35 * corner)[..., None]                   # (1, w, 1)
+        col = (self.cavity_core * cf + ((self.cavity_wall - self.cavity_core) * cf) * k[..., None]
+               ).astype(np.float32)
 
         # ---- tongue: a rounded mass low in the mouth, lit from the front
         t_amt = smoothstep((g - 0.09 * E) / (0.1 * E)) * (1 - 0.7 * rnd)
