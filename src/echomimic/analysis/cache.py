@@ -30,7 +30,7 @@ from .face import ANALYSIS_VERSION, FaceAnalysis
 
 log = logging.getLogger("echomimic.analysis.cache")
 
-_STATS = {"hits": 0, "misses": 0}
+_STATS = {"hits": 0, "misses": 0, "body_hits": 0, "body_misses": 0}
 _STATS_LOCK = threading.Lock()
 _CLIENTS: dict[str, object] = {}
 _CLIENTS_LOCK = threading.Lock()
@@ -39,7 +39,8 @@ DEFAULT_TTL = 30 * 24 * 3600
 
 
 def stats() -> dict[str, int]:
-    """Hits and misses of :func:`analyze_cached` in this process."""
+    """Hits and misses of :func:`analyze_cached` (``hits``, ``misses``) and of
+    :func:`body_cached` (``body_hits``, ``body_misses``) in this process."""
     with _STATS_LOCK:
         return dict(_STATS)
 
@@ -207,11 +208,11 @@ def body_cached(rgb: np.ndarray):
             with np.load(p, allow_pickle=False) as z:
                 pose = BodyPose(z["body"], z["hands"], z["face"], int(z["width"]), int(z["height"]),
                                 meta={"cached": True})
-                _count("hits")
+                _count("body_hits")
                 return pose
         except (OSError, KeyError, ValueError, EOFError):
             pass
-    _count("misses")
+    _count("body_misses")
     pose = detect_body(img)
     if _enabled():
         try:

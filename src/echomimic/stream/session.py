@@ -286,7 +286,7 @@ class Stream:
         t0 = time.perf_counter()
         self.portrait = load_portrait(image, self.opts)
         cls = get_renderer(self.opts.renderer)
-        if hasattr(cls, "prepare"):
+        if getattr(cls, "needs_whole_clip", False):
             raise InvalidOption(f"the {self.opts.renderer!r} renderer needs the whole clip "
                                 f"before its first frame; a live stream needs a frame-by-frame "
                                 f"renderer such as 'warp'")

@@ -56,6 +56,10 @@ class EchoMimicV1Renderer:
         resolution: longer side of the network's working frame (default 512, a multiple of 8).
     """
 
+    #: it denoises windows of the whole clip: it cannot render a live stream frame by frame
+    needs_whole_clip = True
+
+
     name = "echomimic-v1"
 
     @classmethod
