@@ -238,6 +238,38 @@ def test_half_body_clip_end_to_end(v2_weights, astronaut_png, half_second, pose_
     assert info["first"].std() > 1.0
 
 
+def test_pose_argument_of_animate_drives_the_hands(v2_weights, astronaut_png, half_second, pose_file,
+                                                  tmp_path, monkeypatch):
+    """``animate(..., pose=FILE)`` (the CLI's ``--pose``) reaches the V2 renderer: its hand pictures
+    come from that file, not from ``ECHOMIMIC_V2_POSE``, and are not black."""
+    from echomimic.pipeline import animate
+    from echomimic.render.neural import EchoMimicV2Renderer
+    from echomimic.render.neural.hands import read_hands
+
+    monkeypatch.setenv("ECHOMIMIC_V2_STEPS", "1")
+    monkeypatch.setenv("ECHOMIMIC_V2_RESOLUTION", "64")
+    monkeypatch.delenv("ECHOMIMIC_V2_POSE", raising=False)
+    seen: dict = {}
+    orig = EchoMimicV2Renderer.pose_pictures
+
+    def spy(self, track, fps):
+        seen["hands"], seen["fps"] = self._track_hands(track)
+        pics = orig(self, track, fps)
+        seen["first"] = pics([0])[0]
+        return pics
+
+    monkeypatch.setattr(EchoMimicV2Renderer, "pose_pictures", spy)
+    out = tmp_path / "pose.mp4"
+    res = animate(astronaut_png, out, audio=half_second, pose=pose_file, renderer="echomimic-v2",
+                  weights=str(v2_weights), fps=12, max_side=96)
+    hands, fps = read_hands(pose_file)
+    assert seen["hands"] is not None and seen["fps"] == fps == 12.0
+    assert np.allclose(seen["hands"], hands, atol=1e-6)
+    assert seen["first"].any()                                  # hands drawn, not a black picture
+    assert res.n_frames == _probe(out)["frames"] == 6           # the speech's length
+    assert "body_pose" not in res.motion.meta                   # the returned motion stays plain data
+
+
 def test_samplers_are_deterministic_and_differ(v2_weights, astronaut_png, half_second, pose_file):
     """Standard (guidance 2.5), standard at guidance 1 (no crash, no unconditional branch) and the
     accelerated sampler each run; the same seed gives the same frames."""
