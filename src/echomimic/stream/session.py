@@ -248,6 +248,21 @@ class _Resampler:
 # ------------------------------------------------------------------------------------------------
 
 
+def _needs_whole_clip(cls: Any) -> bool:
+    """Whether a renderer samples the whole clip before its first frame (the neural ones: their
+    ``prepare`` takes the clip's audio). The warp renderer's ``prepare`` only fixes its body
+    envelope from a known clip and is not needed frame by frame."""
+    import inspect
+
+    prepare = getattr(cls, "prepare", None)
+    if prepare is None:
+        return False
+    try:
+        return "audio" in inspect.signature(prepare).parameters
+    except (TypeError, ValueError):
+        return True
+
+
 class Stream:
     """A live talking portrait.
 
@@ -286,7 +301,7 @@ class Stream:
         t0 = time.perf_counter()
         self.portrait = load_portrait(image, self.opts)
         cls = get_renderer(self.opts.renderer)
-        if hasattr(cls, "prepare"):
+        if _needs_whole_clip(cls):
             raise InvalidOption(f"the {self.opts.renderer!r} renderer needs the whole clip "
                                 f"before its first frame; a live stream needs a frame-by-frame "
                                 f"renderer such as 'warp'")
