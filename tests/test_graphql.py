@@ -29,6 +29,7 @@ UPLOAD = ("mutation($img: Upload!, $opts: AnimateOptionsInput) { generate(input:
           "{image: $img, text: \"Hello there. How are you today?\", options: $opts}) "
           "{ id status } }")
 SMALL = {"crop": "face", "size": 128, "fps": 12, "preset": "ultrafast"}
+BLOCKED = "forbiddenword"          # the operator's word list (content moderation)
 
 
 class Server:
@@ -40,7 +41,7 @@ class Server:
         _, self.key_b = store.create_key("bob")
         store.close()
         env = service_env(root, ECHOMIMIC_MAX_AUDIO_SECONDS="8", ECHOMIMIC_URL_ALLOW="127.0.0.1",
-                          ECHOMIMIC_RATE_LIMIT="0")
+                          ECHOMIMIC_RATE_LIMIT="0", ECHOMIMIC_BLOCKED_WORDS=BLOCKED)
         self.proc, self.base = start_api(env, root, workers=1)
 
     def client(self, key: str | None) -> "httpx.Client":
@@ -237,3 +238,32 @@ def test_errors_carry_the_rest_codes(server, photo, faceless_png):
         msg = json.loads(ws.recv(timeout=20))
     errors = msg["payload"] if isinstance(msg["payload"], list) else msg["payload"]["errors"]
     assert errors[0]["extensions"]["code"] == "unauthorized"
+
+
+def test_a_refused_word_gives_content_refused(server, photo):
+    """Content moderation answers GraphQL with the REST code, before anything is queued."""
+    query = ("mutation($img: Upload!, $t: String, $p: String) { generate(input: "
+             "{image: $img, text: $t, prompt: $p, options: {size: 128}}) { id } }")
+    listing = "{ tasks(first: 50) { nodes { id } } }"
+    before = server.gql(server.key_b, listing)["data"]["tasks"]["nodes"]
+    refused = 0
+    for text, prompt in (("Please say ForbiddenWord now.", None),
+                         ("Good morning.", "nod, then whisper forbiddenword")):
+        ops = {"query": query, "variables": {"img": None, "t": text, "p": prompt}}
+        with server.client(server.key_b) as c:
+            res = c.post("/graphql", data={"operations": json.dumps(ops),
+                                           "map": json.dumps({"0": ["variables.img"]})},
+                         files={"0": ("face.png", photo, "image/png")})
+            assert res.status_code == 200, res.text
+            body = res.json()
+            assert body["data"] is None, body
+            err = body["errors"][0]
+            assert err["extensions"]["code"] == "content_refused", body
+            assert err["extensions"]["status"] == 422 and "forbiddenword" in err["message"].lower()
+            refused += 1
+            # REST answers the same for the same text
+            rest = c.post("/api/v1/generate", data={"text": text, **({"prompt": prompt} if prompt else {})},
+                          files={"image": ("face.png", photo, "image/png")})
+            assert (rest.status_code, rest.json()["code"]) == (422, "content_refused"), rest.text
+    assert refused == 2
+    assert server.gql(server.key_b, listing)["data"]["tasks"]["nodes"] == before   # nothing queued

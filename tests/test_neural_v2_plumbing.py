@@ -238,6 +238,38 @@ def test_half_body_clip_end_to_end(v2_weights, astronaut_png, half_second, pose_
     assert info["first"].std() > 1.0
 
 
+def test_pose_argument_of_animate_drives_the_hands(v2_weights, astronaut_png, half_second, pose_file,
+                                                  tmp_path, monkeypatch):
+    """``animate(..., pose=FILE)`` (the CLI's ``--pose``) reaches the V2 renderer: its hand pictures
+    come from that file, not from ``ECHOMIMIC_V2_POSE``, and are not black."""
+    from echomimic.pipeline import animate
+    from echomimic.render.neural import EchoMimicV2Renderer
+    from echomimic.render.neural.hands import read_hands
+
+    monkeypatch.setenv("ECHOMIMIC_V2_STEPS", "1")
+    monkeypatch.setenv("ECHOMIMIC_V2_RESOLUTION", "64")
+    monkeypatch.delenv("ECHOMIMIC_V2_POSE", raising=False)
+    seen: dict = {}
+    orig = EchoMimicV2Renderer.pose_pictures
+
+    def spy(self, track, fps):
+        seen["hands"], seen["fps"] = self._track_hands(track)
+        pics = orig(self, track, fps)
+        seen["first"] = pics([0])[0]
+        return pics
+
+    monkeypatch.setattr(EchoMimicV2Renderer, "pose_pictures", spy)
+    out = tmp_path / "pose.mp4"
+    res = animate(astronaut_png, out, audio=half_second, pose=pose_file, renderer="echomimic-v2",
+                  weights=str(v2_weights), fps=12, max_side=96)
+    hands, fps = read_hands(pose_file)
+    assert seen["hands"] is not None and seen["fps"] == fps == 12.0
+    assert np.allclose(seen["hands"], hands, atol=1e-6)
+    assert seen["first"].any()                                  # hands drawn, not a black picture
+    assert res.n_frames == _probe(out)["frames"] == 6           # the speech's length
+    assert "body_pose" not in res.motion.meta                   # the returned motion stays plain data
+
+
 def test_samplers_are_deterministic_and_differ(v2_weights, astronaut_png, half_second, pose_file):
     """Standard (guidance 2.5), standard at guidance 1 (no crash, no unconditional branch) and the
     accelerated sampler each run; the same seed gives the same frames."""
@@ -337,6 +369,46 @@ def test_registered_and_listed_with_reasons(monkeypatch, v2_weights, tmp_path):
     monkeypatch.setenv("ECHOMIMIC_V2_WEIGHTS", str(v2_weights))
     found = json.loads(CliRunner().invoke(app, ["renderers", "--json"]).stdout)
     assert found["echomimic-v2"]["available"] is True and "GPU" in found["echomimic-v2"]["reason"]
+
+
+def test_rest_refuses_an_incomplete_version_folder_before_queueing(v2_weights, tmp_path, monkeypatch,
+                                                                   astronaut_png, half_second):
+    """A job naming ``renderer=echomimic-v2`` whose version folder lacks files answers 422
+    ``weights_invalid`` naming the missing file, and nothing is queued; a complete folder is
+    accepted. The renderer counts as available here (``ECHOMIMIC_V2_WEIGHTS`` is complete), so
+    only the folder check stands between the job and a failure at run time."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from echomimic.service.app import create_app
+    from echomimic.service.settings import Settings
+
+    models = tmp_path / "models" / "echomimic-v2"
+    (models / "1.0-empty").mkdir(parents=True)
+    shutil.copytree(v2_weights, models / "2.0")
+    (models / "2.0" / "motion_module_acc.pth").unlink()
+    monkeypatch.setenv("ECHOMIMIC_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("ECHOMIMIC_V2_WEIGHTS", str(v2_weights))
+    files = {"image": ("a.png", astronaut_png.read_bytes(), "image/png"),
+             "audio": ("a.wav", half_second.read_bytes(), "audio/wav")}
+    app = create_app(Settings(data_dir=tmp_path / "data", auth=False))
+    with TestClient(app) as c:
+        listed = {m["renderer"]: m for m in c.get("/api/v1/models").json()["models"]}
+        versions = listed["echomimic-v2"]["versions"]
+        assert [(v["version"], v["complete"]) for v in versions] == [("1.0-empty", False), ("2.0", True)]
+        assert "denoising_unet.pth" in versions[0]["problem"]
+        for fields, missing in (({"model_version": "1.0-empty"}, "denoising_unet.pth"),
+                                ({"model_version": "2.0", "accelerated": "true"}, "motion_module_acc.pth")):
+            r = c.post("/api/v1/generate", data={"renderer": "echomimic-v2", **fields}, files=files)
+            assert r.status_code == 422, r.text
+            body = r.json()
+            assert body["code"] == "weights_invalid" and missing in body["message"], body
+            assert "\n" not in body["message"] and "Traceback" not in r.text
+        assert sum(app.state.store.count_by_status().values()) == 0       # nothing was queued
+        ok = c.post("/api/v1/generate", data={"renderer": "echomimic-v2", "model_version": "2.0"},
+                    files=files)
+        assert ok.status_code == 202, ok.text
+        assert app.state.store.count_by_status().get("queued") == 1
 
 
 def test_accelerated_option_on_every_front():

@@ -534,7 +534,14 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
     report("motion", 1.0)
 
     every = max(1, -(-track.n_frames // 8)) if preview is not None else 0
-    rt, info, previews = render_video(portrait, track, out, audio=audio_src, opts=opts,
+    render_track = track
+    if pose is not None and opts.renderer != "warp":
+        # renderers drawing the pose themselves (echomimic-v2's hand pictures) read the sequence
+        # from the track's meta; a copy, so the returned/saved motion stays plain data
+        from dataclasses import replace
+
+        render_track = replace(track, meta={**track.meta, "body_pose": pose})
+    rt, info, previews = render_video(portrait, render_track, out, audio=audio_src, opts=opts,
                                       progress=progress, preview_every=every, persona=persona)
     timings.update(rt)
     if preview is not None and previews:

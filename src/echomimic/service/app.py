@@ -315,7 +315,7 @@ def _resolve_model(params: dict[str, Any], settings: Settings) -> None:
         if version:
             params["model_version"] = BUILTIN
         return
-    chosen = resolve_model(settings, renderer, version)
+    chosen = resolve_model(settings, renderer, version, accelerated=bool(options.get("accelerated")))
     params["model_version"] = chosen.version
     if chosen.weights:
         options["weights"] = chosen.weights

@@ -22,12 +22,15 @@ from typing import Any
 from ..errors import InvalidOption, RendererUnavailable
 from .settings import Settings
 
-__all__ = ["BUILTIN", "ModelVersion", "models_dir", "list_models", "resolve"]
+__all__ = ["BUILTIN", "ModelVersion", "check_folder", "models_dir", "list_models", "resolve"]
 
 #: The version name of a renderer that needs no weights.
 BUILTIN = "builtin"
 #: Renderers that render from the photo alone (no weight folder).
 _NO_WEIGHTS = {"warp"}
+#: Renderers whose version folder is checked file by file before a job is queued (the layout
+#: of :mod:`echomimic.render.neural.weights`: ``"v1"`` or ``"v2"``).
+_CHECKED_FOLDERS = {"echomimic-v1": "v1", "echomimic-v2": "v2"}
 
 
 @dataclass(frozen=True)
@@ -68,13 +71,39 @@ def list_models(settings: Settings) -> list[dict[str, Any]]:
         out.append({"renderer": name, "ready": ready, "reason": reason or None,
                     "needs_weights": needs,
                     "default_version": versions[-1].version if versions else None,
-                    "versions": [{"version": v.version, "weights": v.weights} for v in versions]})
+                    "versions": [{"version": v.version, "weights": v.weights, **_folder_state(name, v)}
+                                 for v in versions]})
     return out
 
 
-def resolve(settings: Settings, renderer: str, model_version: str | None) -> ModelVersion:
+def check_folder(renderer: str, version: ModelVersion, *, accelerated: bool = False) -> None:
+    """Refuse an incomplete weights folder of a neural renderer before its job is queued:
+    :class:`~echomimic.render.neural.weights.WeightsError` (``422 weights_invalid``) naming the
+    missing file and where it goes. ``accelerated``: the ``_acc`` weights are needed too."""
+    model = _CHECKED_FOLDERS.get(renderer)
+    if model is None or not version.weights:
+        return
+    from ..render.neural.weights import resolve as resolve_weights
+
+    resolve_weights(version.weights, "acc" if accelerated else (None if model == "v1" else ""), model)
+
+
+def _folder_state(renderer: str, version: ModelVersion) -> dict[str, Any]:
+    """``complete`` and, when not, the ``problem`` (the missing files) of a checked folder."""
+    if renderer not in _CHECKED_FOLDERS or not version.weights:
+        return {}
+    try:
+        check_folder(renderer, version)
+    except RendererUnavailable as exc:
+        return {"complete": False, "problem": str(exc)}
+    return {"complete": True, "problem": None}
+
+
+def resolve(settings: Settings, renderer: str, model_version: str | None, *,
+            accelerated: bool = False) -> ModelVersion:
     """The version a job runs with; :class:`InvalidOption` for an unknown renderer or version,
-    :class:`RendererUnavailable` when the renderer cannot run here."""
+    :class:`RendererUnavailable` when the renderer cannot run here or its version's weights
+    folder is incomplete (see :func:`check_folder`)."""
     from ..render import available_renderers
 
     found = available_renderers()
@@ -92,6 +121,7 @@ def resolve(settings: Settings, renderer: str, model_version: str | None) -> Mod
             raise InvalidOption(f"renderer {renderer!r} has no version {model_version!r}; "
                                 f"versions: {names}")
         chosen = match[0]
+    check_folder(renderer, chosen, accelerated=accelerated)
     if not found[renderer]["available"]:
         raise RendererUnavailable(f"renderer {renderer!r} cannot run here: "
                                   f"{found[renderer].get('reason') or 'unavailable'}")
