@@ -18,6 +18,11 @@ body layer of the warp renderer is timed too (its setup inside ``render setup``)
 The real-time factor is ``audio seconds / wall seconds``: above 1 is faster than real time.
 Rendering and encoding overlap (the encoder runs on a second thread), so the stage times add up
 to more than the wall time.
+
+:func:`run_real_bench` (CLI ``--real``) times whole jobs on a real recording instead (the media
+folder's recordings joined, see :func:`make_recording`): per size the wall time to the closed
+file, the real-time factor, the time until the first frame reaches the encoder, CPU time, peak
+RSS and the stage table, over ``runs`` jobs (min / median / max).
 """
 
 from __future__ import annotations
