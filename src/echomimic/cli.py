@@ -432,8 +432,8 @@ def evaluate_cmd(
 @app.command("bench")
 @_handles_errors
 def bench_cmd(
-    seconds: Annotated[float, typer.Option("--seconds", help="Length of the speech timed.")]
-    = 10.0,
+    seconds: Annotated[Optional[float], typer.Option(
+        "--seconds", help="Length of the speech timed (default 10; 60 with --real).")] = None,
     sizes: Annotated[str, typer.Option(
         "--sizes", help="Comma-separated sizes: N (face crop NxN) or Np (16:9 frame N high).")]
     = "512,1080p",
@@ -449,6 +449,15 @@ def bench_cmd(
         "--minutes", help="With --stream: length of the drift session.")] = 1.0,
     halfbody: Annotated[Optional[Path], typer.Option(
         "--halfbody", help="A half-body photo: adds a 768x768 case with moving arms.")] = None,
+    real: Annotated[bool, typer.Option(
+        "--real", help="Time whole jobs on a real recording (the media folder's recordings "
+                       "joined; synthesized speech when absent): wall, real-time factor, first "
+                       "frame, peak memory, stages.")] = False,
+    runs: Annotated[int, typer.Option(
+        "--runs", help="With --real: timed jobs per size (min / median / max).")] = 1,
+    media: Annotated[Optional[Path], typer.Option(
+        "--media", help="With --real: the media folder (default: $ECHOMIMIC_MEDIA, else "
+                        "../shared/media).")] = None,
 ) -> None:
     """Time the pipeline per stage (ms/frame) and the real-time factor, or, with --quality,
     measure lip-sync on the synthesized evaluation set."""
@@ -481,8 +490,20 @@ def bench_cmd(
             sys.stdout.write(format_summary(summary) + "\n")
         return
 
-    report = run_bench(seconds=seconds, sizes=parse_sizes(sizes), fps=fps, log=note,
-                       halfbody=halfbody)
+    if real:
+        from .bench import format_real_table, run_real_bench
+
+        real_report = run_real_bench(seconds=60.0 if seconds is None else seconds,
+                                     sizes=parse_sizes(sizes), runs=runs, fps=fps, media=media,
+                                     log=note)
+        if as_json:
+            _print_json(real_report.to_dict())
+        else:
+            _console().print(format_real_table(real_report))
+        return
+
+    report = run_bench(seconds=10.0 if seconds is None else seconds, sizes=parse_sizes(sizes),
+                       fps=fps, log=note, halfbody=halfbody)
     if as_json:
         _print_json(report.to_dict())
     else:
