@@ -16,7 +16,7 @@ A driving video is measured frame by frame with MediaPipe's face mesh (478 point
 4. **Retarget.** The offsets are turned into ARKit blendshapes through the warp rig's own gains
    (calibrated by rendering the rig and measuring the result), so that rendering the track
    reproduces the driver's measured mouth opening, eye opening and mouth shape.
-5. **Head.** Yaw, pitch, roll relative to the driver's median pose (``relative=True``) or to the
+5. **Head.** Yaw, pitch, roll relative to the driver's first pose (``relative=True``) or to the
    portrait's own pose (``relative=False``, absolute); translation of the head's pivot and scale
    relative to the shot's first frame, which stands for the portrait (so a portrait that is the
    video's first frame starts exactly where it is); in absolute mode, when the framings match,
@@ -576,7 +576,7 @@ def retarget(meas: DriverMeasurement, *, relative: bool = True,
 
     Args:
         meas: from :func:`measure_driver` or :func:`measure_landmarks`.
-        relative: head rotation relative to the driver's median pose (True), or the driver's
+        relative: head rotation relative to the driver's first pose (True), or the driver's
             absolute pose applied to the portrait (False: the portrait turns to the driver's
             angles; without ``portrait`` its pose counts as frontal). Translation and scale are
             relative to each shot's first good frame (it stands for the portrait); with
@@ -816,8 +816,9 @@ def video_track(path_or_frames: Any, *, fps: float, n_frames: int | None = None,
             ``lips``, or ``all``. Only their channels are in the track (see
             :func:`fill_undriven` for the others).
         motion_scale: strength of the video's motion (0-3; offset from neutral is multiplied).
-        relative: head rotation relative to the driver's median pose (default) or absolute
-            (the portrait takes the driver's angles; needs ``portrait``).
+        relative: head pose relative to the video's first pose (default: the portrait keeps
+            its own pose and place at the start) or absolute (the portrait takes the driver's
+            angles; needs ``portrait``).
         loop: ``pingpong`` (default), ``repeat`` or ``hold`` when the output is longer.
         portrait: the portrait, for ``relative=False``.
         expression_scale, head_motion_scale: multiply on top of ``motion_scale`` (face / head).
