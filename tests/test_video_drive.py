@@ -151,6 +151,26 @@ def test_head_placement_is_anchored_at_the_portrait(face_portrait):
     assert np.linalg.norm(nose[2] - nose[0]) / e > 0.02         # the driver's head is elsewhere
 
 
+def test_lips_that_never_close_still_open_the_jaw(face_portrait):
+    """A driver whose lips stay apart all along (teeth showing at rest) has them apart: the jaw
+    reads the same whether or not the clip also shows the lips closed (the warp closes the
+    photo's lips at jawOpen 0, so the whole gap must open the jaw)."""
+    from echomimic.motion.video import measure_driver, retarget
+    from echomimic.render.warp.renderer import WarpRenderer
+
+    t = np.arange(32) / FPS_SRC
+    jaw = 0.35 + 0.12 * np.sin(2 * np.pi * 0.8 * t)          # never below 0.23
+    r = WarpRenderer(face_portrait)
+    frames = [r.render({"jawOpen": float(v)}) for v in jaw]
+    rest = [r.render({})] * 8                                   # the same, after closed lips
+    apart = retarget(measure_driver(frames, source_fps=FPS_SRC), smooth=False)["jawOpen"]
+    with_closed = retarget(measure_driver(rest + frames, source_fps=FPS_SRC),
+                           smooth=False)["jawOpen"][8:]
+    assert float(np.median(with_closed)) > 0.15
+    assert float(np.median(np.abs(apart - with_closed))) < 0.04    # before: ~0.2 apart
+    assert _r(apart, jaw) > 0.8
+
+
 def test_drive_regions_scales_and_loops(driver):
     from echomimic.motion.video import (DRIVE_REGIONS, VIDEO_CHANNELS, conform, drive_channels,
                                         measure_driver, retarget)

@@ -11,7 +11,7 @@ A driving video is measured frame by frame with MediaPipe's face mesh (478 point
 2. **Figures.** Lip gap, mouth width and corner height, eye opening, iris position, brow heights
    (geometric, from landmarks: no model outputs blendshapes).
 3. **Neutral.** Every figure is taken relative to the driver's own neutral: closed lips (a low
-   percentile of the lip gap), open eyes (a high percentile of the eye opening), the median of the
+   percentile of the lip gap, at most :data:`_CLOSED_GAP`), open eyes (a high percentile of the eye opening), the median of the
    rest. A driver with a big mouth or narrow eyes therefore does not distort the portrait.
 4. **Retarget.** The offsets are turned into ARKit blendshapes through the warp rig's own gains
    (calibrated by rendering the rig and measuring the result), so that rendering the track
@@ -115,6 +115,10 @@ _BROW_MID = (105, 334)
 #: lip-gap increase (eye-distance units) for jawOpen 0, .25, .5, .75, 1 (the rig's lens opening)
 _JAW_GAP = np.array([0.0, 0.144, 0.260, 0.356, 0.445])
 _JAW_VAL = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+#: the most lip gap (eye distances) the face mesh reads on closed lips: a driver whose lips stay
+#: further apart than this all along (teeth showing at rest) really has them apart, and the
+#: warp closes the photo's lips at ``jawOpen`` 0, so that gap must still open the jaw
+_CLOSED_GAP = 0.01
 #: remaining eye opening (share of the open eye) for eyeBlink 1, .75, .5, .25, 0
 _BLINK_OPEN = np.array([0.23, 0.37, 0.78, 0.90, 1.0])
 _BLINK_VAL = np.array([1.0, 0.75, 0.5, 0.25, 0.0])
@@ -435,11 +439,13 @@ def _hold_fill(v: np.ndarray, good: np.ndarray) -> np.ndarray:
 
 
 def _neutral(figs: dict[str, np.ndarray], sl: slice) -> dict[str, float]:
-    """The driver's neutral in one shot: closed lips, open eyes, median for the rest."""
+    """The driver's neutral in one shot: closed lips (its most-closed frames, at most
+    :data:`_CLOSED_GAP` apart), open eyes, median for the rest."""
     out: dict[str, float] = {}
     gap = figs["gap"][sl]
-    out["gap"] = float(np.nanpercentile(gap, 5))
-    closed = gap <= out["gap"] + 0.03
+    most_closed = float(np.nanpercentile(gap, 5))
+    out["gap"] = min(most_closed, _CLOSED_GAP)
+    closed = gap <= most_closed + 0.03
     for key in ("width", "corner_up", "corner_up_l", "corner_up_r"):
         col = figs[key][sl]
         sel = col[closed & np.isfinite(col)]
