@@ -504,8 +504,8 @@ def _expression(figs: dict[str, np.ndarray], nt: dict[str, float]) -> dict[str, 
 def _head(figs: dict[str, np.ndarray], pose0: tuple[float, float, float] | None,
           first: np.ndarray, place: tuple[float, float, float] = (0.0, 0.0, 1.0)
           ) -> dict[str, np.ndarray]:
-    """Head channels, anchored at the driver's first pose: the frames ``first`` (the shot's
-    first good frames, which stand for the portrait; their median damps the detector's jitter).
+    """Head channels, anchored at the driver's first pose: the frame ``first`` (the shot's first
+    good frame, which stands for the portrait).
 
     Rotation relative to that first pose (``pose0`` None, relative) or to ``pose0`` (absolute:
     the portrait's own angles). Translation and scale relative to the first pose's position and
@@ -524,11 +524,11 @@ def _head(figs: dict[str, np.ndarray], pose0: tuple[float, float, float] | None,
     return out
 
 
-def _first_frames(good: np.ndarray, fps: float, seconds: float = 0.2) -> np.ndarray:
-    """Indices of the good frames within ``seconds`` of the first good one (at least one)."""
-    idx = np.flatnonzero(good)
-    span = max(1, int(round(seconds * fps)))
-    return idx[idx < idx[0] + span]
+def _first_frames(good: np.ndarray) -> np.ndarray:
+    """The first good frame, as an index array. One frame, not a median over the first few: a
+    real speaker may turn several degrees within a fifth of a second, and the portrait is that
+    one frame."""
+    return np.flatnonzero(good)[:1]
 
 
 def _placement(figs: dict[str, np.ndarray], first: np.ndarray, size: tuple[int, int] | None,
@@ -614,7 +614,7 @@ def retarget(meas: DriverMeasurement, *, relative: bool = True,
             continue
         f_seg = {k: v[sl] for k, v in figs.items() if not k.startswith("_")}
         nt = _neutral(figs, sl)
-        first = _first_frames(seg_good, fps)      # the shot's first pose: the portrait's
+        first = _first_frames(seg_good)           # the shot's first pose: the portrait's
         place = (0.0, 0.0, 1.0) if relative else _placement(f_seg, first, meas.size, portrait)
         vals = {**_head(f_seg, pose0, first, place), **_expression(f_seg, nt)}
         for c in VIDEO_CHANNELS:
