@@ -11,8 +11,9 @@ A driving video is measured frame by frame with MediaPipe's face mesh (478 point
 2. **Figures.** Lip gap, mouth width and corner height, eye opening, iris position, brow heights
    (geometric, from landmarks: no model outputs blendshapes).
 3. **Neutral.** Every figure is taken relative to the driver's own neutral: closed lips (a low
-   percentile of the lip gap, at most :data:`_CLOSED_GAP`), open eyes (a high percentile of the eye opening), the median of the
-   rest. A driver with a big mouth or narrow eyes therefore does not distort the portrait.
+   percentile of the lip gap, at most :data:`_CLOSED_GAP`), open eyes (a high percentile of the
+   eye opening), the median of the rest. A driver with a big mouth or narrow eyes therefore does
+   not distort the portrait.
 4. **Retarget.** The offsets are turned into ARKit blendshapes through the warp rig's own gains
    (calibrated by rendering the rig and measuring the result), so that rendering the track
    reproduces the driver's measured mouth opening, eye opening and mouth shape.
@@ -20,8 +21,8 @@ A driving video is measured frame by frame with MediaPipe's face mesh (478 point
    portrait's own pose (``relative=False``, absolute); translation of the head's pivot and scale
    relative to the shot's first frame, which stands for the portrait (so a portrait that is the
    video's first frame starts exactly where it is); in absolute mode, when the framings match,
-   plus where the driver's head sits relative to the portrait's. Large angles are eased into the range the warp renders well
-   (:data:`HEAD_SOFT_LIMITS`).
+   plus where the driver's head sits relative to the portrait's. Large angles are eased into the
+   range the warp renders well (:data:`HEAD_SOFT_LIMITS`).
 6. **Clean-up.** Frames without a usable face (none found, the face leaving the frame, an
    implausible pose) hold the last good head pose while the expression eases to neutral; a cut to
    another shot (a jump in face position, size or shape) starts a new segment with its own
@@ -502,7 +503,7 @@ def _expression(figs: dict[str, np.ndarray], nt: dict[str, float]) -> dict[str, 
 
 
 def _head(figs: dict[str, np.ndarray], pose0: tuple[float, float, float] | None,
-          first: np.ndarray, place: tuple[float, float, float] = (0.0, 0.0, 1.0)
+          first: int, place: tuple[float, float, float] = (0.0, 0.0, 1.0)
           ) -> dict[str, np.ndarray]:
     """Head channels, anchored at the driver's first pose: the frame ``first`` (the shot's first
     good frame, which stands for the portrait).
@@ -512,7 +513,7 @@ def _head(figs: dict[str, np.ndarray], pose0: tuple[float, float, float] | None,
     size, plus ``place`` = (tx, ty, scale) of the driver's head relative to the portrait's there
     (absolute placement; (0, 0, 1) puts the first pose exactly where the portrait's head is)."""
     def at_first(key: str) -> float:
-        return float(np.nanmedian(figs[key][first]))
+        return float(figs[key][first])
 
     ref = (at_first("yaw"), at_first("pitch"), at_first("roll")) if pose0 is None else pose0
     out = {"yaw": figs["yaw"] - ref[0], "pitch": figs["pitch"] - ref[1],
@@ -524,16 +525,9 @@ def _head(figs: dict[str, np.ndarray], pose0: tuple[float, float, float] | None,
     return out
 
 
-def _first_frames(good: np.ndarray) -> np.ndarray:
-    """The first good frame, as an index array. One frame, not a median over the first few: a
-    real speaker may turn several degrees within a fifth of a second, and the portrait is that
-    one frame."""
-    return np.flatnonzero(good)[:1]
-
-
-def _placement(figs: dict[str, np.ndarray], first: np.ndarray, size: tuple[int, int] | None,
+def _placement(figs: dict[str, np.ndarray], first: int, size: tuple[int, int] | None,
                portrait: Portrait | None) -> tuple[float, float, float]:
-    """(tx, ty, scale) of the driver's head at its first pose (frames ``first``) relative to the
+    """(tx, ty, scale) of the driver's head at its first pose (frame ``first``) relative to the
     portrait's head, both read in their own frames (the driver's frame scaled onto the
     portrait's): where the driver's head actually is, for absolute placement. Only when the
     framings match (same aspect ratio, the head within the rig's translation and scale range, as
@@ -551,7 +545,7 @@ def _placement(figs: dict[str, np.ndarray], first: np.ndarray, size: tuple[int, 
         return none
     k = wp / wd
     ep = float(pf["e3"][0])
-    cx, cy, e3 = (float(np.nanmedian(figs[key][first])) for key in ("cx", "cy", "e3"))
+    cx, cy, e3 = (float(figs[key][first]) for key in ("cx", "cy", "e3"))
     tx = (k * cx - float(pf["cx"][0])) / ep
     ty = (k * cy - float(pf["cy"][0])) / ep
     sc = k * e3 / ep
@@ -614,7 +608,9 @@ def retarget(meas: DriverMeasurement, *, relative: bool = True,
             continue
         f_seg = {k: v[sl] for k, v in figs.items() if not k.startswith("_")}
         nt = _neutral(figs, sl)
-        first = _first_frames(seg_good)           # the shot's first pose: the portrait's
+        # the shot's first good frame stands for the portrait. One frame, not a median over the
+        # first few: a speaker may turn several degrees within a fifth of a second
+        first = int(np.flatnonzero(seg_good)[0])
         place = (0.0, 0.0, 1.0) if relative else _placement(f_seg, first, meas.size, portrait)
         vals = {**_head(f_seg, pose0, first, place), **_expression(f_seg, nt)}
         for c in VIDEO_CHANNELS:
