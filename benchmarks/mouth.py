@@ -1,7 +1,8 @@
 """The mouth picture, measured: mouth-crop SSIM and dark share of video-driven self-reenactment.
 
 For each talking video of the development media, the first frame is the portrait and the whole
-video drives it (as ``benchmarks/reenact.py --self``, absolute head pose); the rendered frames
+video drives it exactly as ``echomimic animate FRAME0 --video VIDEO`` does (head pose relative to
+the video's first pose, the default; ``--absolute`` for absolute angles); the rendered frames
 (before encoding) are compared with the real ones by :func:`echomimic.quality.mouth_figures`:
 
 * ``ssim`` / ``still``: mean SSIM of 96x96 grey mouth crops on the real mouth, generated vs real
@@ -114,21 +115,7 @@ def renderer_options(persona: str | None) -> dict:
     return {"persona": load_persona(persona)}
 
 
-def anchor_first(track):
-    """The head's translation and scale taken relative to the first frame (the portrait) instead
-    of the driver's median position."""
-    vals = track.values.copy()
-    ch = list(track.channels)
-    for k in ("tx", "ty"):
-        if k in ch:
-            vals[:, ch.index(k)] -= vals[0, ch.index(k)]
-    if "scale" in ch:
-        j = ch.index("scale")
-        vals[:, j] /= vals[0, j] if vals[0, j] else 1.0
-    return dataclasses.replace(track, values=vals)
-
-
-def reenact(frames: list[np.ndarray], fps: float, render_kw: dict, anchor: str = "first"
+def reenact(frames: list[np.ndarray], fps: float, render_kw: dict, relative: bool = True
             ) -> tuple[list[np.ndarray], float]:
     """Self-reenactment: ``frames[0]`` is the portrait, all frames drive it. Returns the frames
     as rendered (before encoding) and the render time per frame (ms)."""
@@ -140,9 +127,7 @@ def reenact(frames: list[np.ndarray], fps: float, render_kw: dict, anchor: str =
     portrait = load_portrait((frames[0], hashlib.sha256(frames[0].tobytes()).hexdigest()), opts)
     if not portrait.image.flags.writeable:
         portrait = dataclasses.replace(portrait, image=portrait.image.copy())
-    vt = video_track(frames, fps=fps, source_fps=fps, relative=False, portrait=portrait)
-    if anchor == "first":
-        vt = anchor_first(vt)
+    vt = video_track(frames, fps=fps, source_fps=fps, relative=relative, portrait=portrait)
     track = drive(speech=None, motion=vt, n_frames=len(frames), opts=opts)
     r = get_renderer("warp")(portrait, **render_kw)
     chans = track.channels
@@ -194,7 +179,7 @@ def sheet(path: Path, crops: list, label: str) -> None:
 
 
 def run_video(video: Path, *, half: str | None, seconds: float | None, render_kw: dict,
-              sheets: Path | None, tag: str, anchor: str = "first") -> dict:
+              sheets: Path | None, tag: str, relative: bool = True) -> dict:
     from echomimic.quality import measure_frames, mouth_figures
     from echomimic.quality.mouth import mouth_open
 
@@ -205,7 +190,7 @@ def run_video(video: Path, *, half: str | None, seconds: float | None, render_kw
         frames = [np.ascontiguousarray(f[y0:y0 + side, x0:x0 + side]) for f in frames]
     if half == "second":
         frames = frames[len(frames) // 2:]
-    out, ms = reenact(frames, fps, render_kw, anchor)
+    out, ms = reenact(frames, fps, render_kw, relative)
     real = measure_frames(frames, static_image_mode=True, fps=fps)
     gen = measure_frames(out, static_image_mode=True, fps=fps)
     fig = mouth_figures(out, frames, gen.landmarks, real.landmarks, keep_crops=6)
@@ -231,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="use only the first seconds of each video (before --half)")
     ap.add_argument("--persona", metavar="FILE", help="render with this persona (needs the persona option)")
     ap.add_argument("--sheets", metavar="DIR", help="write mouth contact sheets (real / generated / still) into DIR")
-    ap.add_argument("--anchor", choices=["first", "median"], default="first",
-                    help="head translation and scale relative to the first frame (the portrait; "
-                         "default) or to the driver's median position (what video driving does)")
+    ap.add_argument("--absolute", action="store_true",
+                    help="absolute head pose (the portrait takes the driver's angles) instead of "
+                         "the default relative pose (relative to the video's first pose)")
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
     a = ap.parse_args(argv)
     render_kw = renderer_options(a.persona)
@@ -251,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "---|" * len(keys))
     for name in names:
         r = run_video(media / "video" / name, half=a.half, seconds=a.seconds, render_kw=render_kw,
-                      sheets=Path(a.sheets) if a.sheets else None, tag=tag, anchor=a.anchor)
+                      sheets=Path(a.sheets) if a.sheets else None, tag=tag,
+                      relative=not a.absolute)
         r["margin"] = r["mouth_ssim"] - r["mouth_ssim_still"]
         dr = r["mouth_dark_share_reference"]
         r["dark_ratio"] = r["mouth_dark_share"] / dr if dr else float("nan")

@@ -120,6 +120,57 @@ def test_absolute_pose_takes_the_drivers_angles(driver, face_portrait):
     assert _r(rel["yaw"], track["yaw"]) > 0.99
 
 
+def test_head_placement_is_anchored_at_the_portrait(face_portrait):
+    """Translation and scale start from the frame that stands for the portrait, not from the
+    driver's average position: a driver whose head sits off-centre most of the time must not
+    move the portrait's head at frame 0 (relative), and in absolute mode the head is placed where
+    the driver's head really is."""
+    from echomimic.motion.video import measure_driver, retarget
+    from echomimic.quality import measure_frames
+    from echomimic.render.warp.renderer import WarpRenderer
+
+    n = 40
+    # the driver's head: 0.03 eye distances right for 8 frames, then at 0.08 for most of the clip
+    tx = np.concatenate([np.full(8, 0.03), np.linspace(0.03, 0.08, 8), np.full(n - 16, 0.08)])
+    r = WarpRenderer(face_portrait)
+    frames = [r.render({"tx": float(v)}) for v in tx]
+    meas = measure_driver(frames, source_fps=FPS_SRC)
+    rel = retarget(meas, relative=True)
+    ab = retarget(meas, relative=False, portrait=face_portrait)
+    # relative: frame 0 is the portrait's place; the later shift is followed
+    assert abs(float(rel["tx"][0])) < 0.005 and abs(float(rel["scale"][0]) - 1) < 0.005
+    assert abs(float(rel["tx"][-1]) - 0.05) < 0.015
+    # absolute: where the driver's head is, relative to the photo's
+    assert abs(float(ab["tx"][0]) - 0.03) < 0.01 and abs(float(ab["tx"][-1]) - 0.08) < 0.015
+    # rendered: the head of frame 0 coincides with the portrait's (the renderer at rest)
+    pic = [r.render({}), r.render(dict(zip(rel.channels, rel.values[0].tolist()))), frames[0]]
+    lm = measure_frames(pic, static_image_mode=True).landmarks[..., :2].astype(np.float64)
+    e = float(np.linalg.norm(lm[0, 263] - lm[0, 33]))
+    nose = lm[:, [1, 4, 5, 195, 197]].mean(axis=1)
+    assert np.linalg.norm(nose[1] - nose[0]) / e < 0.012
+    assert np.linalg.norm(nose[2] - nose[0]) / e > 0.02         # the driver's head is elsewhere
+
+
+def test_lips_that_never_close_still_open_the_jaw(face_portrait):
+    """A driver whose lips stay apart all along (teeth showing at rest) has them apart: the jaw
+    reads the same whether or not the clip also shows the lips closed (the warp closes the
+    photo's lips at jawOpen 0, so the whole gap must open the jaw)."""
+    from echomimic.motion.video import measure_driver, retarget
+    from echomimic.render.warp.renderer import WarpRenderer
+
+    t = np.arange(32) / FPS_SRC
+    jaw = 0.35 + 0.12 * np.sin(2 * np.pi * 0.8 * t)          # never below 0.23
+    r = WarpRenderer(face_portrait)
+    frames = [r.render({"jawOpen": float(v)}) for v in jaw]
+    rest = [r.render({})] * 8                                   # the same, after closed lips
+    apart = retarget(measure_driver(frames, source_fps=FPS_SRC), smooth=False)["jawOpen"]
+    with_closed = retarget(measure_driver(rest + frames, source_fps=FPS_SRC),
+                           smooth=False)["jawOpen"][8:]
+    assert float(np.median(with_closed)) > 0.15
+    assert float(np.median(np.abs(apart - with_closed))) < 0.04    # before: ~0.2 apart
+    assert _r(apart, jaw) > 0.8
+
+
 def test_drive_regions_scales_and_loops(driver):
     from echomimic.motion.video import (DRIVE_REGIONS, VIDEO_CHANNELS, conform, drive_channels,
                                         measure_driver, retarget)

@@ -11,15 +11,18 @@ A driving video is measured frame by frame with MediaPipe's face mesh (478 point
 2. **Figures.** Lip gap, mouth width and corner height, eye opening, iris position, brow heights
    (geometric, from landmarks: no model outputs blendshapes).
 3. **Neutral.** Every figure is taken relative to the driver's own neutral: closed lips (a low
-   percentile of the lip gap), open eyes (a high percentile of the eye opening), the median of the
-   rest. A driver with a big mouth or narrow eyes therefore does not distort the portrait.
+   percentile of the lip gap, at most :data:`_CLOSED_GAP`), open eyes (a high percentile of the
+   eye opening), the median of the rest. A driver with a big mouth or narrow eyes therefore does
+   not distort the portrait.
 4. **Retarget.** The offsets are turned into ARKit blendshapes through the warp rig's own gains
    (calibrated by rendering the rig and measuring the result), so that rendering the track
    reproduces the driver's measured mouth opening, eye opening and mouth shape.
-5. **Head.** Yaw, pitch, roll relative to the driver's median pose (``relative=True``) or to the
+5. **Head.** Yaw, pitch, roll relative to the driver's first pose (``relative=True``) or to the
    portrait's own pose (``relative=False``, absolute); translation of the head's pivot and scale
-   relative to the median. Large angles are eased into the range the warp renders well
-   (:data:`HEAD_SOFT_LIMITS`).
+   relative to the shot's first frame, which stands for the portrait (so a portrait that is the
+   video's first frame starts exactly where it is); in absolute mode, when the framings match,
+   plus where the driver's head sits relative to the portrait's. Large angles are eased into the
+   range the warp renders well (:data:`HEAD_SOFT_LIMITS`).
 6. **Clean-up.** Frames without a usable face (none found, the face leaving the frame, an
    implausible pose) hold the last good head pose while the expression eases to neutral; a cut to
    another shot (a jump in face position, size or shape) starts a new segment with its own
@@ -113,6 +116,10 @@ _BROW_MID = (105, 334)
 #: lip-gap increase (eye-distance units) for jawOpen 0, .25, .5, .75, 1 (the rig's lens opening)
 _JAW_GAP = np.array([0.0, 0.144, 0.260, 0.356, 0.445])
 _JAW_VAL = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+#: the most lip gap (eye distances) the face mesh reads on closed lips: a driver whose lips stay
+#: further apart than this all along (teeth showing at rest) really has them apart, and the
+#: warp closes the photo's lips at ``jawOpen`` 0, so that gap must still open the jaw
+_CLOSED_GAP = 0.01
 #: remaining eye opening (share of the open eye) for eyeBlink 1, .75, .5, .25, 0
 _BLINK_OPEN = np.array([0.23, 0.37, 0.78, 0.90, 1.0])
 _BLINK_VAL = np.array([1.0, 0.75, 0.5, 0.25, 0.0])
@@ -148,6 +155,7 @@ class DriverMeasurement:
     segments: list[tuple[int, int]]
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    size: tuple[int, int] | None = None     # (width, height) of the frames, when known
 
     @property
     def n_frames(self) -> int:
@@ -327,6 +335,7 @@ def measure_landmarks(landmarks: np.ndarray, *, fps: float, size: tuple[int, int
         raise NoFaceFound(f"no usable face in any frame of the driving video {source}".rstrip())
     segs = _segments(figs, good, fps)
     return DriverMeasurement(fps=float(fps), figures=figs, good=good, segments=segs, source=source,
+                             size=None if size is None else (int(size[0]), int(size[1])),
                              meta={"frames": int(lm.shape[0]), "good_frames": int(good.sum()),
                                    "cuts": [s for s, _ in segs[1:]], "depth": not flat})
 
@@ -431,11 +440,13 @@ def _hold_fill(v: np.ndarray, good: np.ndarray) -> np.ndarray:
 
 
 def _neutral(figs: dict[str, np.ndarray], sl: slice) -> dict[str, float]:
-    """The driver's neutral in one shot: closed lips, open eyes, median for the rest."""
+    """The driver's neutral in one shot: closed lips (its most-closed frames, at most
+    :data:`_CLOSED_GAP` apart), open eyes, median for the rest."""
     out: dict[str, float] = {}
     gap = figs["gap"][sl]
-    out["gap"] = float(np.nanpercentile(gap, 5))
-    closed = gap <= out["gap"] + 0.03
+    most_closed = float(np.nanpercentile(gap, 5))
+    out["gap"] = min(most_closed, _CLOSED_GAP)
+    closed = gap <= most_closed + 0.03
     for key in ("width", "corner_up", "corner_up_l", "corner_up_r"):
         col = figs[key][sl]
         sel = col[closed & np.isfinite(col)]
@@ -491,17 +502,57 @@ def _expression(figs: dict[str, np.ndarray], nt: dict[str, float]) -> dict[str, 
     return out
 
 
-def _head(figs: dict[str, np.ndarray], nt: dict[str, float], pose0: tuple[float, float, float] | None
+def _head(figs: dict[str, np.ndarray], pose0: tuple[float, float, float] | None,
+          first: int, place: tuple[float, float, float] = (0.0, 0.0, 1.0)
           ) -> dict[str, np.ndarray]:
-    """Head channels relative to the neutral pose (``pose0`` None) or to ``pose0`` (absolute)."""
-    ref = (nt["yaw"], nt["pitch"], nt["roll"]) if pose0 is None else pose0
+    """Head channels, anchored at the driver's first pose: the frame ``first`` (the shot's first
+    good frame, which stands for the portrait).
+
+    Rotation relative to that first pose (``pose0`` None, relative) or to ``pose0`` (absolute:
+    the portrait's own angles). Translation and scale relative to the first pose's position and
+    size, plus ``place`` = (tx, ty, scale) of the driver's head relative to the portrait's there
+    (absolute placement; (0, 0, 1) puts the first pose exactly where the portrait's head is)."""
+    def at_first(key: str) -> float:
+        return float(figs[key][first])
+
+    ref = (at_first("yaw"), at_first("pitch"), at_first("roll")) if pose0 is None else pose0
     out = {"yaw": figs["yaw"] - ref[0], "pitch": figs["pitch"] - ref[1],
            "roll": figs["roll"] - ref[2]}
-    e0 = max(nt["e3"], 1e-6)
-    out["tx"] = (figs["px"] - nt["px"]) / e0
-    out["ty"] = (figs["py"] - nt["py"]) / e0
-    out["scale"] = figs["e3"] / e0
+    e0 = max(at_first("e3"), 1e-6)
+    out["tx"] = place[0] + (figs["px"] - at_first("px")) / e0
+    out["ty"] = place[1] + (figs["py"] - at_first("py")) / e0
+    out["scale"] = place[2] * figs["e3"] / e0
     return out
+
+
+def _placement(figs: dict[str, np.ndarray], first: int, size: tuple[int, int] | None,
+               portrait: Portrait | None) -> tuple[float, float, float]:
+    """(tx, ty, scale) of the driver's head at its first pose (frame ``first``) relative to the
+    portrait's head, both read in their own frames (the driver's frame scaled onto the
+    portrait's): where the driver's head actually is, for absolute placement. Only when the
+    framings match (same aspect ratio, the head within the rig's translation and scale range, as
+    when the portrait is a frame of the driving video); otherwise (0, 0, 1): the head starts where
+    the portrait's is."""
+    none = (0.0, 0.0, 1.0)
+    if portrait is None or size is None:
+        return none
+    wp, hp = portrait.size
+    wd, hd = size
+    if min(wp, hp, wd, hd) <= 0 or abs((wp / hp) / (wd / hd) - 1.0) > 0.01:
+        return none
+    pf, ok = _figures(np.asarray(portrait.landmarks, np.float64)[None])
+    if not ok[0]:
+        return none
+    k = wp / wd
+    ep = float(pf["e3"][0])
+    cx, cy, e3 = (float(figs[key][first]) for key in ("cx", "cy", "e3"))
+    tx = (k * cx - float(pf["cx"][0])) / ep
+    ty = (k * cy - float(pf["cy"][0])) / ep
+    sc = k * e3 / ep
+    if not (np.isfinite([tx, ty, sc]).all() and abs(tx) <= HEAD_SOFT_LIMITS["tx"]
+            and abs(ty) <= HEAD_SOFT_LIMITS["ty"] and abs(sc - 1.0) <= HEAD_SOFT_LIMITS["scale"]):
+        return none
+    return (tx, ty, sc)
 
 
 #: One-Euro settings per kind of channel: (min_cutoff Hz, beta per unit/s).
@@ -525,10 +576,13 @@ def retarget(meas: DriverMeasurement, *, relative: bool = True,
 
     Args:
         meas: from :func:`measure_driver` or :func:`measure_landmarks`.
-        relative: head rotation relative to the driver's median pose (True), or the driver's
+        relative: head rotation relative to the driver's first pose (True), or the driver's
             absolute pose applied to the portrait (False: the portrait turns to the driver's
             angles; without ``portrait`` its pose counts as frontal). Translation and scale are
-            relative either way, and expressions always are.
+            relative to each shot's first good frame (it stands for the portrait); with
+            ``relative=False`` and a portrait framed like the driver (same aspect ratio, head
+            within the rig's range) the head is also placed where the driver's head sits
+            relative to the portrait's. Expressions are always relative to the driver's neutral.
         portrait: the portrait, for absolute head pose.
         smooth: apply the One-Euro filter (per channel, per shot).
     """
@@ -554,7 +608,11 @@ def retarget(meas: DriverMeasurement, *, relative: bool = True,
             continue
         f_seg = {k: v[sl] for k, v in figs.items() if not k.startswith("_")}
         nt = _neutral(figs, sl)
-        vals = {**_head(f_seg, nt, pose0), **_expression(f_seg, nt)}
+        # the shot's first good frame stands for the portrait. One frame, not a median over the
+        # first few: a speaker may turn several degrees within a fifth of a second
+        first = int(np.flatnonzero(seg_good)[0])
+        place = (0.0, 0.0, 1.0) if relative else _placement(f_seg, first, meas.size, portrait)
+        vals = {**_head(f_seg, pose0, first, place), **_expression(f_seg, nt)}
         for c in VIDEO_CHANNELS:
             v = vals.get(c)
             if v is None:
@@ -760,8 +818,9 @@ def video_track(path_or_frames: Any, *, fps: float, n_frames: int | None = None,
             ``lips``, or ``all``. Only their channels are in the track (see
             :func:`fill_undriven` for the others).
         motion_scale: strength of the video's motion (0-3; offset from neutral is multiplied).
-        relative: head rotation relative to the driver's median pose (default) or absolute
-            (the portrait takes the driver's angles; needs ``portrait``).
+        relative: head pose relative to the video's first pose (default: the portrait keeps
+            its own pose and place at the start) or absolute (the portrait takes the driver's
+            angles; needs ``portrait``).
         loop: ``pingpong`` (default), ``repeat`` or ``hold`` when the output is longer.
         portrait: the portrait, for ``relative=False``.
         expression_scale, head_motion_scale: multiply on top of ``motion_scale`` (face / head).
