@@ -436,3 +436,28 @@ def test_rest_pose_upload_is_validated(tmp_path, astronaut_png, short_speech):
             body = r.json()
             assert body["code"] and "pose" in body["message"].lower(), (what, body)
             assert "Traceback" not in r.text
+
+
+def test_a_face_crop_skips_the_body_detector(astronaut_png, monkeypatch):
+    """A head-and-shoulders crop has no room below the chin for an arm: the (costly) body
+    detector is not run, and no body motion is made; a pose sequence still asks for it."""
+    from echomimic.analysis import cache
+    from echomimic.errors import InvalidOption
+    from echomimic.motion import body as body_mod
+    from echomimic.options import AnimateOptions
+    from echomimic.pipeline import load_portrait
+
+    portrait = load_portrait(str(astronaut_png), AnimateOptions(crop="face", size=256))
+    assert not body_mod._room_for_arms(portrait)
+    calls = []
+
+    def fake_detect(rgb):
+        calls.append(rgb.shape)
+        raise RuntimeError("no body here")
+
+    monkeypatch.setattr(cache, "body_cached", fake_detect)
+    assert body_mod.photo_body(portrait) is None
+    assert calls == []                                  # skipped
+    with pytest.raises(InvalidOption):
+        body_mod.photo_body(portrait, required=True)    # a pose file still runs the detector
+    assert len(calls) == 1

@@ -258,6 +258,21 @@ def rest_in_shoulder_units(rest_px: np.ndarray) -> dict[str, np.ndarray] | None:
     return out
 
 
+#: Least room below the chin, in face heights (forehead 10 to chin 152), for an elbow and a wrist
+#: to show: the shoulders sit about 0.5 below the chin and the upper arm is about 1.3 long.
+ARM_ROOM = 1.5
+
+
+def _room_for_arms(portrait: Any) -> bool:
+    """Whether the photo extends far enough below the chin for a whole arm to be visible."""
+    lm = np.asarray(getattr(portrait, "landmarks", None), np.float64)
+    if lm.ndim != 2 or lm.shape[0] < 153:
+        return True
+    face_h = float(np.linalg.norm(lm[152, :2] - lm[10, :2]))
+    below = portrait.image.shape[0] - float(lm[152, 1])
+    return face_h <= 0 or below >= ARM_ROOM * face_h
+
+
 def photo_body(portrait: Any, *, required: bool = False) -> dict[str, np.ndarray] | None:
     """Detect the photo's skeleton once (MediaPipe, cached by the image's content), set
     ``portrait.body``, and return its arms in shoulder widths (None when no whole arm shows).
@@ -267,6 +282,8 @@ def photo_body(portrait: Any, *, required: bool = False) -> dict[str, np.ndarray
     """
     from ..analysis.cache import body_cached
 
+    if not required and getattr(portrait, "body", None) is None and not _room_for_arms(portrait):
+        return None        # a head-and-shoulders crop: no arm can show, skip the detector
     if getattr(portrait, "body", None) is None:
         try:
             portrait.body = body_cached(portrait.image)
