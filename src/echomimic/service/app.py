@@ -182,6 +182,17 @@ def check_inputs(data: dict[str, bytes], params: dict[str, Any], settings: Setti
         persona_from_bytes(data["persona"])
 
 
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON body, which must be an object (``InvalidOption`` otherwise)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidOption("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidOption("the request body must be a JSON object")
+    return body
+
+
 def _limit(settings: Settings, name: str) -> int:
     from ..motion.body_pose import MAX_POSE_BYTES
     from ..persona import PERSONA_LIMITS
@@ -461,13 +472,7 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
                 finally:
                     await form.close()
             elif ctype == "application/json":
-                try:
-                    body = await request.json()
-                except ValueError:
-                    raise InvalidOption("the request body is not valid JSON") from None
-                if not isinstance(body, dict):
-                    raise InvalidOption("the request body must be a JSON object")
-                fields_in = body
+                fields_in = await json_object(request)
             else:
                 raise UnsupportedMediaType("send multipart/form-data (uploads) or "
                                            "application/json (URLs)")

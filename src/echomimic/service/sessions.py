@@ -303,6 +303,7 @@ def info_json(s: LiveSession, request: Request | None = None) -> dict[str, Any]:
 async def create_session(request: Request):
     from ..media import load_image
     from ..stream import Stream
+    from .app import json_object
     from .limits import TooManyJobs
     from .urls import AllowList, fetch
 
@@ -339,13 +340,7 @@ async def create_session(request: Request):
         finally:
             await form.close()
     elif ctype == "application/json":
-        try:
-            body = await request.json()
-        except ValueError:
-            raise InvalidOption("the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise InvalidOption("the request body must be a JSON object")
-        fields_in = body
+        fields_in = await json_object(request)
     else:
         return JSONResponse({"code": "unsupported_media_type",
                              "message": "send multipart/form-data or application/json"},
