@@ -387,13 +387,9 @@ async def delete_session(sid: str, request: Request):
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidOption("the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidOption("the request body must be a JSON object")
-    return body
+    from .app import json_object
+
+    return await json_object(request)
 
 
 @router.post(f"{API}/sessions/{{sid}}/webrtc", summary="Watch a session: SDP offer -> answer")
