@@ -20,6 +20,15 @@ REDIS_SERVER = shutil.which("redis-server")
 NO_REDIS = "redis-server is not installed (apt-get install redis-server)"
 
 
+def find_chromium() -> str | None:
+    """Debian's Chromium (or ``$ECHOMIMIC_CHROMIUM``), for the browser tests; None when absent."""
+    for candidate in (os.environ.get("ECHOMIMIC_CHROMIUM"), "/usr/bin/chromium",
+                      shutil.which("chromium"), shutil.which("chromium-browser")):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

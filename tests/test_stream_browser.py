@@ -15,7 +15,6 @@ import asyncio
 import gc
 import json
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -27,20 +26,12 @@ import pytest
 pytest.importorskip("aiortc")
 websockets = pytest.importorskip("websockets")
 
-from service_harness import free_port, wait_for  # noqa: E402
+from service_harness import find_chromium, free_port, wait_for  # noqa: E402
 
 LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
-def _chromium() -> str | None:
-    for candidate in (os.environ.get("ECHOMIMIC_CHROMIUM"), "/usr/bin/chromium",
-                      shutil.which("chromium"), shutil.which("chromium-browser")):
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-CHROMIUM = _chromium()
+CHROMIUM = find_chromium()
 #: Chromium with fake camera/microphone, autoplay with sound, loopback ICE candidates (plain IPs,
 #: not mDNS names that aioice cannot resolve) and none of its own traffic to the internet.
 CHROMIUM_ARGS = [

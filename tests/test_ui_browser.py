@@ -10,7 +10,6 @@ request that does not go to 127.0.0.1 is aborted and fails the test. Screenshots
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,15 +21,9 @@ sync_api = pytest.importorskip("playwright.sync_api",
                                reason="the browser tests need the playwright package")
 
 
-def _chromium() -> str | None:
-    for candidate in (os.environ.get("ECHOMIMIC_CHROMIUM"), "/usr/bin/chromium",
-                      shutil.which("chromium"), shutil.which("chromium-browser")):
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+from service_harness import find_chromium  # noqa: E402
 
-
-CHROMIUM = _chromium()
+CHROMIUM = find_chromium()
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install "
