@@ -153,6 +153,23 @@ class AtlasInterior:
         mx = ((u + 1) * 0.5 * bw - 0.5).astype(np.float32)
         my = (t * bh - 0.5).astype(np.float32)
         col = cv2.remap(blend, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # the photo's own open mouth, when the photo shows one and this mouth is near its shape
+        pm = getattr(self.fallback, "photo_mouth", None)
+        if pm is not None:
+            up = np.asarray(upper, np.float64)[:, :2]
+            lo = np.asarray(lower, np.float64)[:, :2]
+            xc = float(0.5 * (up[0, 0] + up[-1, 0]))
+            half_x = float(max(0.5 * abs(up[-1, 0] - up[0, 0]), 1.0))
+            near = pm.nearness(gap, half_x)
+            if near > 0.01:
+                from .features import _interp_x
+
+                xs1 = np.arange(x0, x1, dtype=np.float32)
+                yu1 = _interp_x(xs1, up).astype(np.float32)[None, :]
+                yl1 = np.maximum(_interp_x(xs1, lo).astype(np.float32)[None, :], yu1)
+                pcol, pa = pm.layer(xs1, np.arange(y0, y1, dtype=np.float32)[:, None], yu1, yl1,
+                                    xc, half_x)
+                col += (pcol - col) * (near * pa)[..., None]
         roi = img[y0:y1, x0:x1]
         out = roi.astype(np.float32)
         out += (col - out) * alpha[..., None]

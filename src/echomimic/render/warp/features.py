@@ -181,6 +181,87 @@ def _blur_sigma(grey: np.ndarray, mask: np.ndarray) -> float:
     return float(np.clip(sr / np.sqrt(r * r - 1.0), 0.3, 3.0))
 
 
+#: a persona's atlas gives way to the photo's own open mouth when the driven opening is within
+#: about this share of the photo's (a Gaussian in the ratio of the openings; and in the widths,
+#: with a third of it)
+PHOTO_NEAR = 0.3
+
+
+class PhotoMouth:
+    """The photo's own open mouth as a layer between the moved inner lips.
+
+    A photo with parted lips shows a real interior (teeth, tongue, the dark of the mouth) that no
+    painting matches: when the driven mouth is at the photo's opening, :meth:`layer` gives back
+    the photo's pixels, moved with the lips. A mouth opened less squeezes them evenly between the
+    lips; a mouth opened further keeps the photo's upper half at its size under the upper lip and
+    its lower half above the lower lip (teeth keep their size) and leaves the rows in between to
+    the painted (or enrolled) interior, cross-faded. Columns are matched corner to corner.
+
+    ``photo``: the photo (or the renderer's region of it); ``upper``/``lower``: its inner-lip
+    contours (corner to corner, pixels of ``photo``).
+    """
+
+    def __init__(self, photo: np.ndarray, upper: np.ndarray, lower: np.ndarray):
+        upper = np.asarray(upper, np.float64)[:, :2]
+        lower = np.asarray(lower, np.float64)[:, :2].copy()
+        lower[:, 1] = np.maximum(lower[:, 1], np.interp(lower[:, 0], *_sorted_xy(upper)))
+        h, w = photo.shape[:2]
+        pts = np.concatenate([upper, lower])
+        pad = 4
+        x0 = max(0, int(np.floor(pts[:, 0].min())) - pad)
+        y0 = max(0, int(np.floor(pts[:, 1].min())) - pad)
+        x1 = min(w, int(np.ceil(pts[:, 0].max())) + pad + 1)
+        y1 = min(h, int(np.ceil(pts[:, 1].max())) + pad + 1)
+        self.image = np.ascontiguousarray(photo[y0:y1, x0:x1])       # a copy of the mouth only
+        self.off = np.array([x0, y0], np.float64)
+        self.upper, self.lower = upper - self.off, lower - self.off
+        self.xc = float(0.5 * (upper[0, 0] + upper[-1, 0])) - x0
+        self.half = float(max(0.5 * abs(upper[-1, 0] - upper[0, 0]), 1.0))
+        xs = np.linspace(self.upper[:, 0].min(), self.upper[:, 0].max(), 33)
+        self.gap = float(np.max(_interp_x(xs, self.lower) - _interp_x(xs, self.upper)))
+
+    def nearness(self, gap: float, half: float) -> float:
+        """1 when a mouth of this largest gap and half width is the photo's, falling off as it
+        departs (see :data:`PHOTO_NEAR`)."""
+        if self.gap <= 0.5:
+            return 0.0
+        dg = (gap / self.gap - 1.0) / PHOTO_NEAR
+        dw = (half / self.half - 1.0) / (PHOTO_NEAR / 3)
+        return float(np.exp(-0.5 * (dg * dg + dw * dw)))
+
+    def layer(self, xs: np.ndarray, ys: np.ndarray, yu: np.ndarray, yl: np.ndarray,
+              xc: float, half: float) -> tuple[np.ndarray, np.ndarray]:
+        """(colour (h, w, 3) float32, alpha (h, w) float32) of the photo's mouth on the pixel
+        rows ``ys`` (h, 1) and columns ``xs`` (w,) of the current mouth, whose inner lips are at
+        ``yu``/``yl`` (1, w) in those columns; ``xc``/``half``: its corner midpoint and half
+        width (x)."""
+        xp = (self.xc + (xs - xc) * (self.half / half)).astype(np.float32)
+        yup = _interp_x(xp, self.upper).astype(np.float32)[None, :]
+        ylp = _interp_x(xp, self.lower).astype(np.float32)[None, :]
+        gp = np.maximum(ylp - yup, 0.0)
+        g = np.maximum(yl - yu, 1e-3)
+        k = np.maximum(gp / g, 1.0)                       # squeezed, or at the photo's size
+        d_top = ys - yu
+        d_bot = yl - ys
+        mid = yup + 0.5 * gp
+        my = np.where(d_top <= d_bot, np.minimum(yup + d_top * k, mid),
+                      np.maximum(ylp - d_bot * k, mid)).astype(np.float32)
+        mx = np.broadcast_to(xp[None, :], my.shape)
+        col = cv2.remap(self.image, np.ascontiguousarray(mx), my, cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        # rows beyond the photo's halves (a wider opening) fade to the painted interior
+        beyond = np.minimum(d_top, d_bot) - 0.5 * gp
+        fade = np.maximum(1.5, 0.3 * gp)
+        alpha = 1.0 - smoothstep(beyond / fade)
+        alpha = alpha * smoothstep(gp / 1.5)               # no photo opening in this column
+        return col, alpha.astype(np.float32)
+
+
+def _sorted_xy(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    o = np.argsort(c[:, 0], kind="stable")
+    return c[o, 0], c[o, 1]
+
+
 class MouthInterior:
     """Paints the inside of an open mouth between the inner-lip contours, from the photo alone.
 
@@ -270,8 +351,13 @@ class MouthInterior:
         self.grain = rng.standard_normal((128, 128)).astype(np.float32)
         # teeth from the photo, when it shows them
         self.teeth_tex: np.ndarray | None = None
+        #: the photo's own open mouth (None when the photo's lips are closed)
+        self.photo_mouth: PhotoMouth | None = None
         if photo is not None and photo_lips is not None:
             self.teeth_tex = self._photo_teeth(photo, *photo_lips)
+            pm = PhotoMouth(photo, *photo_lips)
+            if pm.gap >= 1.0:
+                self.photo_mouth = pm
 
     # ------------------------------------------------------------------------------------------
     def _photo_teeth(self, photo: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray | None:
@@ -510,6 +596,17 @@ class MouthInterior:
             gy_i = np.arange(y0, y1) % gh
             gx_i = np.arange(x0, x1) % gw
             col = col + (self.noise_sd * self.grain[gy_i][:, gx_i])[..., None]
+        # ---- the photo's own open mouth, where the photo shows one: its pixels at its opening,
+        # its halves at their size under the lips when opened further
+        if self.photo_mouth is not None:
+            # a photo that shows teeth keeps them at any opening; a dark opening gives way to the
+            # painted teeth and tongue once the mouth opens well past it
+            keep = 1.0
+            if self.teeth_tex is None:
+                keep = 1.0 - float(smoothstep((gm / self.photo_mouth.gap - 1.15) / 0.85))
+            if keep > 0.01:
+                pcol, pa = self.photo_mouth.layer(xs, ys, yu, yl, xc, half)
+                col += (pcol - col) * (keep * pa)[..., None]
         roi = img[y0:y1, x0:x1]
         out = roi.astype(np.float32)
         out += (col - out) * mask[..., None]
