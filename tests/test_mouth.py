@@ -151,10 +151,12 @@ def face_portrait(astronaut_rgb):
     return prepare_portrait(rgb, analyze_face(rgb), crop="face", size=512)
 
 
-def _render(portrait, interior_cls=None) -> list[np.ndarray]:
+def _render(portrait, interior_cls=None, photo_layer: bool = True) -> list[np.ndarray]:
     from echomimic.render.warp.renderer import WarpRenderer
 
     r = WarpRenderer(portrait)
+    if not photo_layer:
+        r.mouth.photo_mouth = None
     if interior_cls is not None:
         old = r.mouth
         r.mouth = interior_cls.__new__(interior_cls)
@@ -167,8 +169,10 @@ def clips(face_portrait):
     from echomimic.quality import measure_frames
 
     out = {}
+    # the astronaut's photo shows its teeth, which the renderer keeps (PhotoMouth); "ours" is the
+    # painted interior alone, the model every closed-mouth photo gets
     for name, cls in (("reference", ProfileInterior), ("black", BlackInterior), ("ours", None)):
-        frames = _render(face_portrait, cls)
+        frames = _render(face_portrait, cls, photo_layer=False)
         out[name] = (frames, measure_frames(frames, static_image_mode=True).landmarks)
     return out
 
@@ -323,3 +327,83 @@ def test_teeth_of_the_photo_are_used_when_it_shows_them():
              teeth_line=np.column_stack([x, np.full(11, 100.0)]))
     top = out[93:97, 110:130].astype(int)
     assert (top[..., 1] - top[..., 0]).mean() > 40             # the photo's (green) teeth
+
+
+# ---- a photo with parted lips keeps its own mouth -------------------------------------------------
+
+def _parted_photo() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A textured photo with an open mouth: (photo, upper, lower) inner-lip contours."""
+    rng = np.random.default_rng(3)
+    photo = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    x = np.linspace(50, 110, 11)
+    t = np.linspace(-1, 1, 11)
+    upper = np.column_stack([x, 60 - 6 * np.sqrt(1 - t * t)])
+    lower = np.column_stack([x, 60 + 8 * np.sqrt(1 - t * t)])
+    return photo, upper, lower
+
+
+def test_photo_mouth_gives_back_the_photos_own_pixels():
+    """At the photo's own opening the layer is the photo, pixel for pixel; opened further, the
+    upper and lower halves keep their size under the lips and the middle is left to the painted
+    interior; a persona's atlas gives way to it only near the photo's shape."""
+    from echomimic.render.warp.features import PhotoMouth
+
+    photo, upper, lower = _parted_photo()
+    pm = PhotoMouth(photo, upper, lower)
+    assert pm.gap == pytest.approx(14, abs=0.5)
+    xs = np.arange(40, 121, dtype=np.float32)
+    ys = np.arange(40, 81, dtype=np.float32)[:, None]
+
+    def lips(c):
+        return np.interp(xs, c[:, 0], c[:, 1]).astype(np.float32)[None, :]
+
+    col, alpha = pm.layer(xs, ys, lips(upper), lips(lower), 80.0, 30.0)
+    inside = (ys > lips(upper) + 1) & (ys < lips(lower) - 1) & (np.abs(xs - 80) < 25)[None, :]
+    diff = np.abs(col - photo[40:81, 40:121].astype(np.float32))[inside]
+    assert alpha[inside].min() == pytest.approx(1.0)
+    assert diff.max() < 1e-3                                    # the photo's pixels, unmoved
+    # twice the opening, the lower lip 14 px further down: the upper half is the photo's upper
+    # half (same rows under the same lip), the lower half is the photo's lower half moved down
+    ys2 = np.arange(40, 96, dtype=np.float32)[:, None]
+    lower2 = lower.copy()
+    lower2[:, 1] += 14 * np.sqrt(1 - np.linspace(-1, 1, 11) ** 2)
+    col2, alpha2 = pm.layer(xs, ys2, lips(upper), lips(lower2), 80.0, 30.0)
+    c = 80 - 40                                                 # the middle column, x = 80
+    for y in (55, 57, 59):                                      # under the upper lip (y 54)
+        np.testing.assert_allclose(col2[y - 40, c], photo[y, 80], atol=1e-3)
+        assert alpha2[y - 40, c] == pytest.approx(1.0)
+    for d in (1, 3, 5):                                         # above the lower lip (82, was 68)
+        np.testing.assert_allclose(col2[82 - d - 40, c], photo[68 - d, 80], atol=1e-3)
+    assert alpha2[68 - 40, c] < 0.01                            # the middle of the wider mouth
+    # nearness: 1 at the photo's shape, small for a mouth opened twice as far
+    assert pm.nearness(pm.gap, pm.half) == pytest.approx(1.0)
+    assert pm.nearness(2 * pm.gap, pm.half) < 0.05
+
+
+def test_renderer_keeps_a_parted_photos_interior(face_portrait):
+    """The astronaut's photo shows its teeth: rendered at about its own opening, the inside of
+    the mouth is close to the photo's own pixels there (not a painted mouth)."""
+    import cv2
+
+    from echomimic.render.warp.renderer import WarpRenderer
+
+    r = WarpRenderer(face_portrait)
+    assert r.closed_from_open and r.mouth.photo_mouth is not None
+    pm = r.mouth.photo_mouth
+    roi = r.render_roi({"jawOpen": 0.0})
+    # paint directly into the photo's own inner-lip contours: the photo comes back
+    up = pm.upper + pm.off
+    lo = pm.lower + pm.off
+    photo_roi = np.asarray(face_portrait.image)[r.roi[1]:r.roi[3], r.roi[0]:r.roi[2]]
+    r.mouth.paint(roi, up, lo, teeth_line=0.5 * (up + lo), motion={})
+    mask = np.zeros(roi.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(np.concatenate([up, lo[::-1][1:-1]])).astype(np.int32)], 1)
+    mask = cv2.erode(mask, np.ones((3, 3), np.uint8)) > 0
+    assert mask.sum() > 100
+    d = np.abs(roi[mask].astype(int) - photo_roi[mask].astype(int))
+    assert d.mean() < 3.0, d.mean()
+    # without the layer, the painted interior is something else
+    r.mouth.photo_mouth = None
+    roi2 = r.render_roi({"jawOpen": 0.0})
+    r.mouth.paint(roi2, up, lo, teeth_line=0.5 * (up + lo), motion={})
+    assert np.abs(roi2[mask].astype(int) - photo_roi[mask].astype(int)).mean() > 3 * d.mean() + 2
