@@ -83,7 +83,9 @@ def _assert_same(a: Persona, b: Persona) -> None:
 def test_enrollment_learns_an_atlas_of_real_mouths(persona, talking_clip):
     assert persona.n_entries >= 3
     n, h, w, c = persona.atlas.shape
-    assert (w, h, c) == (128, 64, 3) and persona.atlas.dtype == np.uint8
+    from echomimic.persona.atlas import ATLAS_SIZE
+
+    assert (w, h, c) == (*ATLAS_SIZE, 3) and persona.atlas.dtype == np.uint8
     # entries span the openings of the clip, from nearly closed to open
     assert persona.atlas_opening.min() < 0.1 < persona.atlas_opening.max()
     assert persona.opening["p5"] <= persona.opening["p50"] <= persona.opening["p95"]
@@ -369,3 +371,26 @@ def test_the_persona_shapes_speech_driven_motion(persona):
     weak = dataclasses.replace(p, speech_fit={"gain": 0.5, "offset": 0.05, "r": 0.1, "frames": 9.0})
     assert np.array_equal(adapt_track(track, weak, lips_from_speech=True,
                                       head_from_idle=False).values, track.values)
+
+
+def test_atlas_entries_lose_the_band_of_lip_at_their_edges():
+    """An entry cut a little on the lips (lip-coloured rows at its top and bottom) comes back
+    without them; teeth under the lip (bright, not red) are not taken for lip."""
+    from echomimic.persona.atlas import ATLAS_SIZE, trim_lip_band
+
+    W, H = ATLAS_SIZE
+    lip = np.array([180, 90, 90], np.uint8)
+    entry = np.zeros((H, W, 3), np.uint8)
+    entry[:] = (45, 20, 22)                                   # the dark inside
+    entry[H // 8: H // 4] = (225, 220, 205)                   # teeth
+    entry[: H // 8] = lip                                     # lip band on top
+    entry[-H // 10:] = lip                                    # and at the bottom
+    out = trim_lip_band(entry, lip.astype(np.float32))
+    assert out.shape == entry.shape
+    red = (out[..., 0].astype(int) - out[..., 1]) > 60
+    assert red[:, W // 2].mean() < 0.03                       # (interpolated edge rows only)
+    assert out[1, W // 2].tolist() == [225, 220, 205]         # teeth now start at the top
+    # a mouth whose inside is as red as its lips is left as it is
+    flat = np.zeros((H, W, 3), np.uint8)
+    flat[:] = lip
+    assert trim_lip_band(flat, lip.astype(np.float32)) is flat

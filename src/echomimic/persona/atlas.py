@@ -15,10 +15,13 @@ import cv2
 import numpy as np
 
 __all__ = ["ATLAS_SIZE", "UPPER_INNER", "LOWER_INNER", "inner_contours", "mouth_figures",
-           "MouthAxes", "to_canonical", "lip_colour"]
+           "MouthAxes", "to_canonical", "trim_lip_band", "lip_colour"]
 
-#: (width, height) of an atlas entry in pixels (u columns, t rows)
-ATLAS_SIZE = (128, 64)
+#: (width, height) of an atlas entry in pixels (u columns, t rows): about the inner width of a
+#: mouth in a 1024 face crop, so large faces get sharp teeth
+ATLAS_SIZE = (256, 128)
+#: at most this share of an entry's rows, at its top and at its bottom, is cut as lip
+MAX_LIP_BAND = 0.25
 
 UPPER_INNER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
 LOWER_INNER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
@@ -105,6 +108,40 @@ def to_canonical(img: np.ndarray, upper: np.ndarray, lower: np.ndarray,
             x, y, src = x - x0, y - y0, roi
     return cv2.remap(src, x.astype(np.float32), y.astype(np.float32), cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE)
+
+
+def trim_lip_band(entry: np.ndarray, lip_rgb: np.ndarray) -> np.ndarray:
+    """The entry without the band of lip surface at its top and bottom.
+
+    The face mesh's inner-lip contour lies a little on the lips, so a crop between the contours
+    starts and ends with rows of lip. Rows (their median over the middle three fifths of the
+    columns) that are nearer the lip colour than the mouth's middle third is, by half of that
+    distance (CIE Lab, lightness counted half so teeth and lips stay apart), are cut from the top
+    and the bottom (at most :data:`MAX_LIP_BAND` of the rows each) and the rest is stretched back
+    to the entry's size."""
+    H, W = entry.shape[:2]
+    lab = cv2.cvtColor(np.ascontiguousarray(entry), cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab *= np.array([0.5, 1.0, 1.0], np.float32)
+    rows = np.median(lab[:, W // 5: W - W // 5], axis=1)
+    lip = cv2.cvtColor(np.clip(np.asarray(lip_rgb, np.float32), 0, 255).astype(np.uint8)[None, None],
+                       cv2.COLOR_RGB2LAB)[0, 0].astype(np.float32) * np.array([0.5, 1.0, 1.0], np.float32)
+    core = np.median(rows[H // 3: H - H // 3], axis=0)
+    ref = float(np.linalg.norm(core - lip))
+    if ref < 6.0:                       # the mouth's inside looks like its lips: nothing to tell
+        return entry
+    d_lip = np.linalg.norm(rows - lip, axis=1)
+    d_core = np.linalg.norm(rows - core, axis=1)
+    is_lip = (d_lip < 0.5 * ref) & (d_lip < d_core)
+    most = int(MAX_LIP_BAND * H)
+    top = 0
+    while top < most and is_lip[top]:
+        top += 1
+    bot = H
+    while H - bot < most and is_lip[bot - 1]:
+        bot -= 1
+    if top == 0 and bot == H:
+        return entry
+    return cv2.resize(np.ascontiguousarray(entry[top:bot]), (W, H), interpolation=cv2.INTER_LINEAR)
 
 
 def lip_colour(img: np.ndarray, lm: np.ndarray) -> np.ndarray:

@@ -29,7 +29,8 @@ import numpy as np
 
 from ..errors import EchomimicError, NoFaceFound, PersonaError
 from ..types import Persona
-from .atlas import ATLAS_SIZE, inner_contours, lip_colour, mouth_figures, to_canonical
+from .atlas import (ATLAS_SIZE, inner_contours, lip_colour, mouth_figures, to_canonical,
+                    trim_lip_band)
 
 __all__ = ["enroll", "MIN_SECONDS", "OPENING_BINS", "SHAPE_BINS"]
 
@@ -161,10 +162,10 @@ def enroll(video: Any, *, start: float = 0.0, end: float | None = None,
             if lm is not None:
                 up, lo = inner_contours(lm)
                 o, w = mouth_figures(up, lo)
-                if w >= 8 and o >= OPENING_BINS[0]:
-                    crop = to_canonical(frame, up, lo)
-                    sh = _sharpness(crop)
                 lc = lip_colour(frame, lm)
+                if w >= 8 and o >= OPENING_BINS[0]:
+                    crop = trim_lip_band(to_canonical(frame, up, lo), lc)
+                    sh = _sharpness(crop)
             crops.append(crop)
             opening.append(o)
             width.append(w)

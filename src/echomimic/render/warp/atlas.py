@@ -90,10 +90,17 @@ class AtlasInterior:
     def paint(self, img: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> None:
         """``upper``/``lower``: inner-lip contours (corner to corner, same corners), pixels in
         ``img``'s coordinates. Paints in place."""
+        from .features import _chaikin, pointed_corners
+
+        # the entries are chosen by the mesh's own contours (as enrollment measured them) ...
         ax = MouthAxes(upper, lower)
         width = 2 * ax.half
         gap = ax.gap()
         w_t = self._target_weights(gap / width, width / self.rest_width)
+        # ... and painted into smoothed ones whose corners come to a point
+        upper, lower = pointed_corners(_chaikin(np.asarray(upper, np.float64)[:, :2]),
+                                       _chaikin(np.asarray(lower, np.float64)[:, :2]))
+        ax = MouthAxes(upper, lower)
         self.weights = w_t if self.weights is None else self.weights + EASE * (w_t - self.weights)
         w = self.weights
         if gap < 0.35 or width < 2:

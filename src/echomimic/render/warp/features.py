@@ -141,12 +141,41 @@ LIP_LINE = [0.013, 0.9, 0.3, 0.25]
 #: mouth's half width (central incisor, lateral incisor, canine, premolars) and its brightness
 TOOTH_EDGES = np.array([0.0, 0.28, 0.50, 0.68, 0.82, 0.93])
 TOOTH_LIGHT = np.array([1.0, 0.9, 0.7, 0.45, 0.3])
+#: per tooth (five on the left, five on the right, from the middle out): brightness and length
+#: factors, so the row is not a uniform denture (fixed: renders are deterministic)
+TOOTH_SHADE = np.array([1.0, 0.93, 0.97, 0.9, 0.95, 0.97, 1.0, 0.92, 0.96, 0.9])
+TOOTH_LENGTH = np.array([1.0, 0.9, 1.04, 0.95, 1.0, 0.96, 0.88, 1.02, 1.0, 0.97])
 #: how far the upper incisors reach below the resting line of the lips (x eye distance)
 TEETH_BELOW_REST = 0.04
 #: grey level of the deepest part of the mouth and of its walls next to the lips, as shares of
 #: the skin's grey level (clipped)
 CAVITY_DEPTH = 0.09
 CAVITY_WALL = 0.42
+
+
+#: the inner-lip opening narrows to a point over this share of the half width at each corner
+#: (the face mesh's contour ends in straight wedges: a hexagon)
+CORNER_TAPER = 0.5
+
+
+def pointed_corners(upper: np.ndarray, lower: np.ndarray,
+                    taper: float = CORNER_TAPER) -> tuple[np.ndarray, np.ndarray]:
+    """Inner-lip contours (corner to corner, sharing their corners) whose opening closes
+    towards the corners as lips do: the gap is scaled by ``sqrt(smoothstep((1 - |u|) / taper))``
+    around the line midway between the lips (``u``: -1..1 from corner to corner), so the corners
+    come to a point along curved edges instead of a blunt wedge."""
+    upper = np.asarray(upper, np.float64)[:, :2]
+    lower = np.asarray(lower, np.float64)[:, :2]
+    xc = 0.5 * (upper[0, 0] + upper[-1, 0])
+    half = max(0.5 * abs(upper[-1, 0] - upper[0, 0]), 1.0)
+    out = []
+    for c, o in ((upper, lower), (lower, upper)):
+        mid = 0.5 * (c[:, 1] + _interp_x(c[:, 0], o))
+        f = np.sqrt(_ss((1.0 - np.abs(c[:, 0] - xc) / half) / taper))
+        c2 = c.copy()
+        c2[:, 1] = mid + (c[:, 1] - mid) * f
+        out.append(c2)
+    return out[0], out[1]
 
 
 def _c01(x: np.ndarray) -> np.ndarray:
@@ -458,7 +487,7 @@ class MouthInterior:
         gap = lower[1:-1, 1] - upper[1:-1, 1]
         if gap.size == 0 or float(gap.max()) < 0.35:
             return
-        upper, lower = _chaikin(upper), _chaikin(lower)
+        upper, lower = pointed_corners(_chaikin(upper), _chaikin(lower))
         poly = np.concatenate([upper, lower[::-1][1:-1]])
         sig = self.sigma
         pad = int(np.ceil(2.5 * sig)) + 2
@@ -565,10 +594,11 @@ class MouthInterior:
             tw = (e1 - e0) * half                                    # tooth width (px)
             seam = np.minimum(u, 1 - u) * tw                          # px to the nearest seam
             seam_dark = 1 - 0.45 * np.exp(-seam / np.maximum(0.7, 0.07 * tw))
-            th1 = th[0]
+            tooth = k_t + 5 * (xr[0] > 0)                           # which tooth, both sides
+            th1 = th[0] * TOOTH_LENGTH[tooth]
             # incisal edge: each tooth rounded at its corners (small notches between teeth)
             notch = _c01((np.abs(2 * u - 1) - 0.55) / 0.45) ** 2 * np.minimum(0.18 * tw, 0.5 * th1)
-            t_edge = (edge[0] - notch).astype(np.float32)[None, :]
+            t_edge = (yu[0] + th1 - notch).astype(np.float32)[None, :]
             r = rows(yu, t_edge)
             yr = ys[r]
             tb = (yr - yu) / np.maximum(t_edge - yu, 1e-3)           # 0 at the lip .. 1 at the edge
@@ -584,9 +614,10 @@ class MouthInterior:
                                  borderMode=cv2.BORDER_REPLICATE)
                 tcol = np.stack(cv2.split(tcol)) * (side_light * (0.85 + 0.15 * _ss(tb * 2.5)))
             else:
-                row = (TOOTH_LIGHT[k_t] * _ss((0.95 - ax1) / 0.2) * seam_dark
+                row = (TOOTH_LIGHT[k_t] * TOOTH_SHADE[tooth] * _ss((0.95 - ax1) / 0.2) * seam_dark
                        * side_light[0] * (1 - 0.2 * rnd)).astype(np.float32)[None, :]
-                vshade = (0.78 + 0.22 * _ss(tb * 2.5)) * (1 - 0.08 * _ss((tb - 0.8) * 5))
+                # darker under the lip, a translucent (greyer) incisal edge
+                vshade = (0.78 + 0.22 * _ss(tb * 2.5)) * (1 - 0.16 * _ss((tb - 0.75) * 4))
                 tcol = self.teeth[:, None, None] * (row * vshade)
             tmask = band * _ss((0.88 - axr) / 0.2)
             cr = col[:, r]
