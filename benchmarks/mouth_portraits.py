@@ -7,6 +7,7 @@ width, scaled to 200 px) are laid out one portrait per row, the photo's own mout
 
     python benchmarks/mouth_portraits.py --out out/mouth                # 512 and 1024
     python benchmarks/mouth_portraits.py --out out/mouth --sizes 512 --audio walden.wav
+    python benchmarks/mouth_portraits.py --out out/mouth --persona b.persona   # with a persona
 
 The media folder is ``--media``, ``$ECHOMIMIC_MEDIA`` or ``../shared/media`` next to the
 repository; without it the script says so and exits.
@@ -50,7 +51,7 @@ def _tile(frame: np.ndarray, lm: np.ndarray, side: int = 200) -> np.ndarray:
     return cv2.warpAffine(frame, m, (side, side), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
 
 
-def sheet(portrait_paths: list[Path], audio: Path, size: int) -> np.ndarray:
+def sheet(portrait_paths: list[Path], audio: Path, size: int, persona=None) -> np.ndarray:
     import cv2
 
     from echomimic.pipeline import AnimateOptions, drive, load_portrait, load_speech
@@ -65,7 +66,7 @@ def sheet(portrait_paths: list[Path], audio: Path, size: int) -> np.ndarray:
         if not portrait.image.flags.writeable:
             portrait = dataclasses.replace(portrait, image=portrait.image.copy())
         track = drive(speech=speech, motion=None, n_frames=n, opts=opts)
-        r = get_renderer("warp")(portrait)
+        r = get_renderer("warp")(portrait, **({"persona": persona} if persona is not None else {}))
         lm = np.asarray(portrait.landmarks)
         tiles = [_tile(portrait.image, lm)]
         for i in _pick(track.get("jawOpen"), opts.fps):
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--audio", default="echomimic_en.wav", help="speech file in audio/")
     ap.add_argument("--sizes", default="512,1024", help="face-crop sizes, comma-separated")
     ap.add_argument("--out", required=True, help="folder for the sheets (mouth_portraits_SIZE.png)")
+    ap.add_argument("--persona", metavar="FILE", help="render with this persona (mouth_portraits_SIZE_persona.png)")
     a = ap.parse_args(argv)
     media = _media_dir(a.media)
     if media is None:
@@ -94,9 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     ports = sorted(p for p in (media / "portraits").iterdir() if p.is_file())
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    persona = None
+    if a.persona:
+        from echomimic.persona import load_persona
+
+        persona = load_persona(a.persona)
     for size in (int(s) for s in a.sizes.split(",")):
-        path = out / f"mouth_portraits_{size}.png"
-        save_png(path, sheet(ports, media / "audio" / a.audio, size))
+        path = out / f"mouth_portraits_{size}{'_persona' if persona is not None else ''}.png"
+        save_png(path, sheet(ports, media / "audio" / a.audio, size, persona))
         print(path)
     return 0
 
