@@ -176,8 +176,11 @@ class AtlasInterior:
                 yl1 = np.maximum(_interp_x(xs1, lo).astype(np.float32)[None, :], yu1)
                 pcol, pa = pm.layer(xs1, np.arange(y0, y1, dtype=np.float32)[:, None], yu1, yl1,
                                     xc, half_x)
-                col += (pcol - col) * (near * pa)[..., None]
+                pa *= near
+                col += (pcol - col) * cv2.merge([pa, pa, pa])
+        # (weights repeated over the colour axis: NumPy broadcasting over an interleaved axis of
+        # length 3 is several times slower)
         roi = img[y0:y1, x0:x1]
         out = roi.astype(np.float32)
-        out += (col - out) * alpha[..., None]
+        out += (col - out) * cv2.merge([alpha, alpha, alpha])
         roi[:] = np.clip(out + 0.5, 0, 255).astype(np.uint8)

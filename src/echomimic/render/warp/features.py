@@ -283,20 +283,25 @@ class PhotoMouth:
         gp = np.maximum(ylp - yup, 0.0)
         g = np.maximum(yl - yu, 1e-3)
         k = np.maximum(gp / g, 1.0)                       # squeezed, or at the photo's size
-        d_top = ys - yu
-        d_bot = yl - ys
+        # rows above the middle of the opening hang from the upper lip, the others stand on the
+        # lower one: photo row = row * k + a per-column offset; opened further than the photo,
+        # neither half reaches past the photo's middle row
+        upper_half = ys <= 0.5 * (yu + yl)
+        my = ys * k + np.where(upper_half, yup - yu * k, ylp - yl * k)
         mid = yup + 0.5 * gp
-        my = np.where(d_top <= d_bot, np.minimum(yup + d_top * k, mid),
-                      np.maximum(ylp - d_bot * k, mid)).astype(np.float32)
+        wider = float((g - gp).max()) > 0
+        if wider:
+            my = np.where(upper_half, np.minimum(my, mid), np.maximum(my, mid))
+        my = my.astype(np.float32, copy=False)
         mx = np.broadcast_to(xp[None, :], my.shape)
         col = cv2.remap(self.image, np.ascontiguousarray(mx), my, cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-        # rows beyond the photo's halves (a wider opening) fade to the painted interior
-        beyond = np.minimum(d_top, d_bot) - 0.5 * gp
-        fade = np.maximum(1.5, 0.3 * gp)
-        alpha = 1.0 - _ss(beyond / fade)
-        alpha *= _ss(gp / 1.5)               # no photo opening in this column
-        return col, alpha.astype(np.float32)
+        alpha = np.broadcast_to(_ss(gp / 1.5), my.shape)   # no photo opening in this column
+        if wider:
+            # rows beyond the photo's halves (a wider opening) fade to the painted interior
+            beyond = (0.5 * (g - gp) - np.abs(ys - 0.5 * (yu + yl))) / np.maximum(1.5, 0.3 * gp)
+            alpha = (1.0 - _ss(beyond)) * alpha
+        return col, np.array(alpha, np.float32)
 
 
 def _sorted_xy(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
