@@ -114,24 +114,24 @@ def trim_lip_band(entry: np.ndarray, lip_rgb: np.ndarray) -> np.ndarray:
     """The entry without the band of lip surface at its top and bottom.
 
     The face mesh's inner-lip contour lies a little on the lips, so a crop between the contours
-    starts and ends with rows of lip. Rows (their median over the middle three fifths of the
-    columns) that are nearer the lip colour than the mouth's middle third is, by half of that
-    distance (CIE Lab, lightness counted half so teeth and lips stay apart), are cut from the top
-    and the bottom (at most :data:`MAX_LIP_BAND` of the rows each) and the rest is stretched back
-    to the entry's size."""
+    starts and ends with rows of lip, usually in shadow. A row (its median over the middle three
+    fifths of the columns, CIE Lab with lightness counted a quarter: the shade of a lip changes
+    its lightness more than its colour) counts as lip when it is nearer the lip colour than the
+    mouth's middle third is, and no lighter than the lips (teeth are). Such rows are cut from the
+    top and the bottom (at most :data:`MAX_LIP_BAND` of the rows each) and the rest is stretched
+    back to the entry's size."""
     H, W = entry.shape[:2]
+    wl = np.array([0.25, 1.0, 1.0], np.float32)
     lab = cv2.cvtColor(np.ascontiguousarray(entry), cv2.COLOR_RGB2LAB).astype(np.float32)
-    lab *= np.array([0.5, 1.0, 1.0], np.float32)
     rows = np.median(lab[:, W // 5: W - W // 5], axis=1)
     lip = cv2.cvtColor(np.clip(np.asarray(lip_rgb, np.float32), 0, 255).astype(np.uint8)[None, None],
-                       cv2.COLOR_RGB2LAB)[0, 0].astype(np.float32) * np.array([0.5, 1.0, 1.0], np.float32)
+                       cv2.COLOR_RGB2LAB)[0, 0].astype(np.float32)
     core = np.median(rows[H // 3: H - H // 3], axis=0)
-    ref = float(np.linalg.norm(core - lip))
-    if ref < 6.0:                       # the mouth's inside looks like its lips: nothing to tell
+    if float(np.linalg.norm((core - lip) * wl)) < 6.0:     # the inside looks like the lips
         return entry
-    d_lip = np.linalg.norm(rows - lip, axis=1)
-    d_core = np.linalg.norm(rows - core, axis=1)
-    is_lip = (d_lip < 0.5 * ref) & (d_lip < d_core)
+    d_lip = np.linalg.norm((rows - lip) * wl, axis=1)
+    d_core = np.linalg.norm((rows - core) * wl, axis=1)
+    is_lip = (d_lip < d_core) & (rows[:, 0] <= lip[0] + 8.0)
     most = int(MAX_LIP_BAND * H)
     top = 0
     while top < most and is_lip[top]:
