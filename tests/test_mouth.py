@@ -346,7 +346,7 @@ def test_photo_mouth_gives_back_the_photos_own_pixels():
     """At the photo's own opening the layer is the photo, pixel for pixel; opened further, the
     upper and lower halves keep their size under the lips and the middle is left to the painted
     interior; a persona's atlas gives way to it only near the photo's shape."""
-    from echomimic.render.warp.features import PhotoMouth
+    from echomimic.render.warp.features import PhotoMouth, _chaikin, pointed_corners
 
     photo, upper, lower = _parted_photo()
     pm = PhotoMouth(photo, upper, lower)
@@ -354,11 +354,14 @@ def test_photo_mouth_gives_back_the_photos_own_pixels():
     xs = np.arange(40, 121, dtype=np.float32)
     ys = np.arange(40, 81, dtype=np.float32)[:, None]
 
-    def lips(c):
-        return np.interp(xs, c[:, 0], c[:, 1]).astype(np.float32)[None, :]
+    def lips(up_raw, lo_raw):
+        """(upper, lower) lip rows in each column, smoothed as the painter smooths them."""
+        up, lo = pointed_corners(_chaikin(up_raw), _chaikin(lo_raw))
+        return tuple(np.interp(xs, c[:, 0], c[:, 1]).astype(np.float32)[None, :] for c in (up, lo))
 
-    col, alpha = pm.layer(xs, ys, lips(upper), lips(lower), 80.0, 30.0)
-    inside = (ys > lips(upper) + 1) & (ys < lips(lower) - 1) & (np.abs(xs - 80) < 25)[None, :]
+    yu, yl = lips(upper, lower)
+    col, alpha = pm.layer(xs, ys, yu, yl, 80.0, 30.0)
+    inside = (ys > yu + 1) & (ys < yl - 1) & (np.abs(xs - 80) < 25)[None, :]
     diff = np.abs(col - photo[40:81, 40:121].astype(np.float32))[inside]
     assert alpha[inside].min() == pytest.approx(1.0)
     assert diff.max() < 1e-3                                    # the photo's pixels, unmoved
@@ -367,13 +370,31 @@ def test_photo_mouth_gives_back_the_photos_own_pixels():
     ys2 = np.arange(40, 96, dtype=np.float32)[:, None]
     lower2 = lower.copy()
     lower2[:, 1] += 14 * np.sqrt(1 - np.linspace(-1, 1, 11) ** 2)
-    col2, alpha2 = pm.layer(xs, ys2, lips(upper), lips(lower2), 80.0, 30.0)
+    col2, alpha2 = pm.layer(xs, ys2, *lips(upper, lower2), 80.0, 30.0)
+    import cv2
+
     c = 80 - 40                                                 # the middle column, x = 80
-    for y in (55, 57, 59):                                      # under the upper lip (y 54)
-        np.testing.assert_allclose(col2[y - 40, c], photo[y, 80], atol=1e-3)
-        assert alpha2[y - 40, c] == pytest.approx(1.0)
-    for d in (1, 3, 5):                                         # above the lower lip (82, was 68)
-        np.testing.assert_allclose(col2[82 - d - 40, c], photo[68 - d, 80], atol=1e-3)
+    yu2, yl2 = (float(v[0, c]) for v in lips(upper, lower2))
+    yu1, yl1 = (float(v[0, c]) for v in lips(upper, lower))
+
+    def photo_at(y: float) -> np.ndarray:
+        m = np.full((1, 1), y, np.float32)
+        return cv2.remap(photo, np.full((1, 1), 80.0, np.float32), m, cv2.INTER_LINEAR)[0, 0]
+
+    for d in (1, 3, 5):                                         # under the upper lip
+        np.testing.assert_allclose(col2[int(yu2) + d - 40, c], photo_at(int(yu2) + d - yu2 + yu1), atol=0.51)
+        assert alpha2[int(yu2) + d - 40, c] == pytest.approx(1.0)
+    for d in (1, 3, 5):                                         # above the lower lip (14 px lower)
+        y = int(np.ceil(yl2)) - d
+        np.testing.assert_allclose(col2[y - 40, c], photo_at(yl1 - (yl2 - y)), atol=0.51)
+    assert yl2 - yl1 > 13
+    # half the opening: the top of the photo's interior at its size under the upper lip (a
+    # closing lip covers the teeth, it does not squash them)
+    lower3 = lower.copy()
+    lower3[:, 1] -= 7 * np.sqrt(1 - np.linspace(-1, 1, 11) ** 2)
+    col3, _ = pm.layer(xs, ys2, *lips(upper, lower3), 80.0, 30.0)
+    for d in (1, 2, 3):
+        np.testing.assert_allclose(col3[int(yu1) + d - 40, c], photo_at(int(yu1) + d), atol=0.51)
     assert alpha2[68 - 40, c] < 0.01                            # the middle of the wider mouth
     # nearness: 1 at the photo's shape, small for a mouth opened twice as far
     assert pm.nearness(pm.gap, pm.half) == pytest.approx(1.0)

@@ -232,8 +232,9 @@ class PhotoMouth:
 
     A photo with parted lips shows a real interior (teeth, tongue, the dark of the mouth) that no
     painting matches: when the driven mouth is at the photo's opening, :meth:`layer` gives back
-    the photo's pixels, moved with the lips. A mouth opened less squeezes them evenly between the
-    lips; a mouth opened further keeps the photo's upper half at its size under the upper lip and
+    the photo's pixels, moved with the lips. A mouth opened less shows, at their size, the top of
+    the photo's interior under the upper lip (70 % of the opening) and its bottom above the lower
+    lip (a closing lip covers the teeth, it does not squash them); a mouth opened further keeps the photo's upper half at its size under the upper lip and
     its lower half above the lower lip (teeth keep their size) and leaves the rows in between to
     the painted (or enrolled) interior, cross-faded. Columns are matched corner to corner.
 
@@ -245,6 +246,9 @@ class PhotoMouth:
         upper = np.asarray(upper, np.float64)[:, :2]
         lower = np.asarray(lower, np.float64)[:, :2].copy()
         lower[:, 1] = np.maximum(lower[:, 1], np.interp(lower[:, 0], *_sorted_xy(upper)))
+        # smoothed with pointed corners, as every painted mouth is: the same lips map to the
+        # same pixels
+        upper, lower = pointed_corners(_chaikin(upper), _chaikin(lower))
         h, w = photo.shape[:2]
         pts = np.concatenate([upper, lower])
         pad = 4
@@ -282,16 +286,20 @@ class PhotoMouth:
         ylp = np.interp(xp, *self._lo).astype(np.float32)[None, :]
         gp = np.maximum(ylp - yup, 0.0)
         g = np.maximum(yl - yu, 1e-3)
-        k = np.maximum(gp / g, 1.0)                       # squeezed, or at the photo's size
-        # rows above the middle of the opening hang from the upper lip, the others stand on the
-        # lower one: photo row = row * k + a per-column offset; opened further than the photo,
-        # neither half reaches past the photo's middle row
-        upper_half = ys <= 0.5 * (yu + yl)
-        my = ys * k + np.where(upper_half, yup - yu * k, ylp - yl * k)
-        mid = yup + 0.5 * gp
-        wider = float((g - gp).max()) > 0
+        # the upper rows hang from the upper lip and the lower ones stand on the lower lip, at
+        # the photo's size (teeth are not squashed): opened less than the photo, the upper 70 %
+        # of the opening shows the top of the photo's, the lower 30 % its bottom (the lips cover
+        # the rest, as a closing jaw's lip covers the teeth); opened further, each half shows the
+        # photo's half and neither reaches past the photo's middle row
+        split = yu + np.where(g < gp, 0.7, 0.5) * g
+        upper_half = ys <= split
+        my = ys + np.where(upper_half, yup - yu, ylp - yl)
+        wide = g > gp                                    # columns opened further than the photo
+        wider = bool(wide.any())
         if wider:
-            my = np.where(upper_half, np.minimum(my, mid), np.maximum(my, mid))
+            mid = yup + 0.5 * gp
+            my = np.where(upper_half, np.minimum(my, np.where(wide, mid, np.inf)),
+                          np.maximum(my, np.where(wide, mid, -np.inf)))
         my = my.astype(np.float32, copy=False)
         mx = np.broadcast_to(xp[None, :], my.shape)
         col = cv2.remap(self.image, np.ascontiguousarray(mx), my, cv2.INTER_LINEAR,
