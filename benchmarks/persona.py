@@ -14,8 +14,9 @@ For every video (``--videos``, default the two development videos and the three 
 ``--reverse`` enrolls from the second half and re-enacts the first instead (a.mp4's second half
 barely opens its mouth, so it has few frames to measure).
 
-``--speed`` times the warp renderer at 512x512 with and without a persona (ms per frame, the
-mouth opening and closing, best of three), on the astronaut photo.
+``--speed`` times the warp renderer at 512x512 with no interior, the photo-only interior and a
+persona (ms per frame, the mouth opening and closing, CPU time of one thread, best of three), on
+the astronaut photo.
 
     python benchmarks/persona.py --out /tmp/persona              # every video
     python benchmarks/persona.py --videos a.mp4,b.mp4 --json persona.json
@@ -74,12 +75,18 @@ def run_video(name: str, media: Path, out: Path, reverse: bool = False) -> list[
 
 def speed(n: int = 100, size: int = 512, persona_file: str | None = None) -> dict:
     """ms per frame of the warp renderer at ``size``², with and without a persona (a persona
-    file, or a made-up one of 18 entries)."""
+    file, or a made-up one of 18 entries), and with no interior at all (the mouth left as the
+    warp leaves it: what the interior costs). CPU time of this thread with one OpenCV thread,
+    interleaved, best of three: the machine this runs on is usually shared, and wall time there
+    measures the neighbours."""
+    import cv2
     from skimage import data
 
     from echomimic.analysis import analyze_face, prepare_portrait
     from echomimic.persona.atlas import ATLAS_SIZE
     from echomimic.render.warp import WarpRenderer
+    from echomimic.render.warp.features import MouthInterior
+    from echomimic.render.warp.rig import LOWER_INNER, UPPER_INNER
     from echomimic.types import Persona
 
     rgb = data.astronaut()
@@ -99,29 +106,45 @@ def speed(n: int = 100, size: int = 512, persona_file: str | None = None) -> dic
         from echomimic.persona import load_persona
 
         persona = load_persona(persona_file)
+
+    class NoInterior:
+        def paint(self, *args, **kwargs) -> None:
+            pass
+
+    none = WarpRenderer(portrait)
+    none.mouth = NoInterior()
     jaw = 0.5 * (1 - np.cos(np.linspace(0, 12 * np.pi, n)))
-    renderers = {"plain": WarpRenderer(portrait), "persona": WarpRenderer(portrait, persona=persona)}
+    renderers = {"none": none, "plain": WarpRenderer(portrait),
+                 "persona": WarpRenderer(portrait, persona=persona)}
     frame = portrait.image.copy()
     best = {k: float("inf") for k in renderers}
     paint = {k: float("inf") for k in renderers}
-    for rep in range(3):              # interleaved, best of three: a shared machine is noisy
-        for label, r in renderers.items():
-            t = time.perf_counter()
-            for j in jaw:
-                r.render_into({"jawOpen": float(j)}, frame)
-            best[label] = min(best[label], (time.perf_counter() - t) / n * 1000)
-            # the mouth painting alone, on the frames' own lip contours
-            roi = r.render_roi({"jawOpen": 0.6})
-            d = r._positions({"jawOpen": 0.6})
-            up, lo = d[[78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]], \
-                d[[78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]]
-            t = time.perf_counter()
-            for _ in range(n):
-                r.mouth.paint(roi, up, lo)
-            paint[label] = min(paint[label], (time.perf_counter() - t) / n * 1000)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        for rep in range(3):
+            for label, r in renderers.items():
+                t = time.thread_time()
+                for j in jaw:
+                    r.render_into({"jawOpen": float(j)}, frame)
+                best[label] = min(best[label], (time.thread_time() - t) / n * 1000)
+                # the mouth painting alone, on the frames' own lip contours
+                roi = r.render_roi({"jawOpen": 0.0})
+                d = r._positions({"jawOpen": 0.6})
+                up, lo = d[UPPER_INNER], d[LOWER_INNER]
+                kw = {}
+                if isinstance(r.mouth, MouthInterior):
+                    kw = {"teeth_line": r._teeth_line({"jawOpen": 0.6}), "motion": {"jawOpen": 0.6}}
+                t = time.thread_time()
+                for _ in range(n):
+                    r.mouth.paint(roi, up, lo, **kw)
+                paint[label] = min(paint[label], (time.thread_time() - t) / n * 1000)
+    finally:
+        cv2.setNumThreads(threads)
     out = {f"ms_per_frame_{k}": v for k, v in best.items()}
     out.update({f"ms_paint_{k}": v for k, v in paint.items()})
-    out["persona_cost_ms"] = out["ms_per_frame_persona"] - out["ms_per_frame_plain"]
+    out["interior_cost_ms"] = out["ms_per_frame_plain"] - out["ms_per_frame_none"]
+    out["persona_cost_ms"] = out["ms_per_frame_persona"] - out["ms_per_frame_none"]
     out["size"] = size
     return out
 
