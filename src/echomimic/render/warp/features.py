@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -122,15 +124,24 @@ class EyeLids:
         my[sel] = ny.astype(my.dtype)
 
 
-def _chaikin(p: np.ndarray, iterations: int = 2) -> np.ndarray:
-    """Corner-cutting subdivision of an open polyline (end points kept)."""
+@functools.lru_cache(maxsize=16)
+def _chaikin_matrix(n: int, iterations: int) -> np.ndarray:
+    """The corner-cutting subdivision of an ``n``-point polyline as one linear map."""
+    p = np.eye(n)
     for _ in range(iterations):
         q = 0.75 * p[:-1] + 0.25 * p[1:]
         r = 0.25 * p[:-1] + 0.75 * p[1:]
         mid = np.empty((2 * len(q), p.shape[1]))
         mid[0::2], mid[1::2] = q, r
         p = np.concatenate([p[:1], mid[1:-1], p[-1:]])
+    p.setflags(write=False)
     return p
+
+
+def _chaikin(p: np.ndarray, iterations: int = 2) -> np.ndarray:
+    """Corner-cutting subdivision of an open polyline (end points kept)."""
+    p = np.asarray(p, np.float64)
+    return _chaikin_matrix(len(p), iterations) @ p
 
 
 #: closed-lip line: thickness (x eye distance), opacity, share of the pixel kept, share of the
