@@ -531,6 +531,18 @@ class WarpRenderer:
             self.body.render_into(m, frame)
         return frame
 
+    def changing_box(self) -> tuple[int, int, int, int]:
+        """The box (x0, y0, x1, y1) outside which every frame equals the photo: the region of
+        interest, and the body layer's envelope when there is one (after :meth:`prepare`)."""
+        x0, y0, x1, y1 = self.roi
+        if self.body is not None:
+            env = np.asarray(self.body.envelope, bool)
+            rows, cols = np.flatnonzero(env.any(1)), np.flatnonzero(env.any(0))
+            if len(rows):
+                x0, y0 = min(x0, int(cols[0])), min(y0, int(rows[0]))
+                x1, y1 = max(x1, int(cols[-1]) + 1), max(y1, int(rows[-1]) + 1)
+        return int(x0), int(y0), int(x1), int(y1)
+
     def render(self, m: dict[str, float]) -> np.ndarray:
         """A full frame (RGB uint8, the photo's size). Outside the dilated person mask it equals
         the photo exactly."""
