@@ -128,6 +128,10 @@ class _Grid:
         ys = y0 + np.arange(self.ny, dtype=np.float64) * step + c
         gx, gy = np.meshgrid(xs, ys)
         self.X = np.stack([gx, gy], -1).astype(np.float32)    # (ny, nx, 2)
+        # the grid's origin at every cell (a whole array: a 2-vector broadcast over the last
+        # axis makes NumPy's inner loops two elements long)
+        self._origin = np.ascontiguousarray(
+            np.broadcast_to(np.array([x0, y0], np.float32), self.X.shape))
         self.W: csr_matrix | None = None
         self.box = (x0, y0, x1, y1)
 
@@ -142,6 +146,14 @@ class _Grid:
         c = (self.step - 1) / 2.0
         return (B[..., 0] - self.x0 - c) * inv, (B[..., 1] - self.y0 - c) * inv
 
+    def _map(self, B: np.ndarray) -> np.ndarray:
+        """Grid coordinates of the positions ``B`` (..., 2) as one two-channel map: the same
+        values as :meth:`_coords`, computed in place (``B`` is overwritten)."""
+        B -= self._origin
+        B -= np.float32((self.step - 1) / 2.0)
+        B *= np.float32(1.0 / self.step)
+        return B
+
     def sample(self, d: np.ndarray, B: np.ndarray) -> np.ndarray:
         gx, gy = self._coords(B)
         return cv2.remap(d, gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -153,11 +165,14 @@ class _Grid:
         outside this grid's box."""
         X = self.X
         dd = d
+        G = np.empty_like(X)
         for _ in range(iterations):
-            B = X - dd
-            gx, gy = self._coords(B)
-            dd = cv2.remap(d, gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            np.subtract(X, dd, out=G)
+            B = G.copy() if outer is not None else None
+            self._map(G)
+            dd = cv2.remap(d, G, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             if outer is not None:
+                gx, gy = G[..., 0], G[..., 1]
                 out = (gx < 0) | (gy < 0) | (gx > self.nx - 1) | (gy > self.ny - 1)
                 if out.any():
                     dd[out] = outer[0].sample(outer[1], B[out][None])[0]
@@ -501,7 +516,10 @@ class WarpRenderer:
             if wx1 > wx0 and wy1 > wy0:
                 win = M[wy0:wy1, wx0:wx1]
                 eye.remap(win[..., 0], win[..., 1], bl, sq, lx, ly, wd)
-        out = cv2.remap(self.rest_roi, M, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # fixed-point maps: the same samples as the float map (remap rounds it to 1/32 pixel
+        # either way), and cheaper to convert once than inside remap
+        m1, m2 = cv2.convertMaps(M, None, cv2.CV_16SC2)
+        out = cv2.remap(self.rest_roi, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         up = dst[UPPER_INNER]
         lo = dst[LOWER_INNER]
         if isinstance(self.mouth, MouthInterior):
