@@ -302,6 +302,8 @@ class Mp4Writer:
     #: pixels converted around the part of a frame that changes and then dropped, so that the
     #: chroma filter of libswscale sees the same neighbours as on the whole frame
     _CONVERT_MARGIN = 16
+    #: luma pixels around a change whose chroma the change can reach
+    _CHROMA_REACH = 4
 
     def _set_background(self, still: np.ndarray, box: tuple[int, int, int, int]) -> None:
         """See ``background`` in the class's docstring."""
@@ -323,10 +325,12 @@ class Mp4Writer:
             marked = flt(still)
         else:
             return
-        # the part pasted into the still picture (even, for the half-size chroma planes) and
-        # the part converted around it
-        px0, py0 = dirty[0] // 2 * 2, dirty[1] // 2 * 2
-        px1, py1 = min(W, -(-dirty[2] // 2) * 2), min(H, -(-dirty[3] // 2) * 2)
+        # the part pasted into the still picture: what can change, and the chroma samples
+        # next to it that libswscale's filter computes from it (one chroma row beyond, on
+        # each side), even for the half-size chroma planes; and the part converted around it
+        r = self._CHROMA_REACH
+        px0, py0 = max(0, (dirty[0] - r) // 2 * 2), max(0, (dirty[1] - r) // 2 * 2)
+        px1, py1 = min(W, -(-(dirty[2] + r) // 2) * 2), min(H, -(-(dirty[3] + r) // 2) * 2)
         m = self._CONVERT_MARGIN
         conv = (max(0, px0 - m), max(0, py0 - m), min(W, px1 + m), min(H, py1 + m))
         planes = []
