@@ -353,6 +353,8 @@ class Mp4Writer:
         else:
             part = frame[cy0:cy1, cx0:cx1]
         new = self._yuv420(np.ascontiguousarray(part))
+        if st["convert"] == (0, 0, self.width, self.height):
+            return new                                # the box is the whole frame
         out = av.VideoFrame(self.width, self.height, "yuv420p")
         for k, (plane, src) in enumerate(zip(out.planes, new.planes)):
             s = 1 if k == 0 else 2
