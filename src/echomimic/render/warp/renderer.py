@@ -172,10 +172,12 @@ class _Grid:
             self._map(G)
             dd = cv2.remap(d, G, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             if outer is not None:
-                gx, gy = G[..., 0], G[..., 1]
-                out = (gx < 0) | (gy < 0) | (gx > self.nx - 1) | (gy > self.ny - 1)
-                if out.any():
-                    dd[out] = outer[0].sample(outer[1], B[out][None])[0]
+                # positions outside this grid (0 <= g <= n - 1 fails): the outer grid answers
+                inside = cv2.inRange(G, (0.0, 0.0), (float(self.nx - 1), float(self.ny - 1)))
+                idx = np.flatnonzero(inside == 0)
+                if len(idx):
+                    flat = dd.reshape(-1, 2)
+                    flat[idx] = outer[0].sample(outer[1], B.reshape(-1, 2)[idx][None])[0]
         return -dd
 
     def upsample(self, D: np.ndarray) -> np.ndarray:
@@ -340,6 +342,9 @@ class WarpRenderer:
         ay = np.minimum(np.arange(fh), np.arange(fh)[::-1])[:, None]
         ax = np.minimum(np.arange(fw), np.arange(fw)[::-1])[None, :]
         self.fine_alpha = smoothstep(np.minimum(ay, ax) / feather).astype(np.float32)
+        # the same weight for both channels of a field, as a whole array (broadcasting a
+        # trailing axis of length 2 makes NumPy's inner loops two elements long)
+        self._fine_alpha2 = np.ascontiguousarray(np.repeat(self.fine_alpha[..., None], 2, -1))
         for g in (self.grid, self.fine):
             q = g.points()
             qi = np.clip(np.round(q).astype(int), [0, 0], [rw - 1, rh - 1])
@@ -490,7 +495,7 @@ class WarpRenderer:
         Df = f.upsample(f.backward(f.forward(disp), iterations=5, outer=(self.grid, dc)))
         fx0, fy0, fx1, fy1 = f.box
         sub = D[fy0:fy1, fx0:fx1]
-        sub += (Df - sub) * self.fine_alpha[..., None]
+        sub += (Df - sub) * self._fine_alpha2
         M = self.base + D
         g = m.get
         # gaze in image terms: + moves the iris to the image's right / down. The subject's left
