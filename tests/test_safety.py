@@ -329,3 +329,23 @@ def test_watermark_over_a_still_background_marks_like_the_whole_frame(astronaut_
                                                                      dirty[0]:dirty[2]]
         assert np.array_equal(outside, marked_still)
         assert not np.array_equal(whole, marked_still)
+
+
+def test_caption_and_watermark_over_a_still_background(astronaut_rgb):
+    """The visible caption and the watermark together mark a box of a frame over a still
+    background exactly as they mark the whole frame (the caption inside the moving box)."""
+    import cv2
+
+    from echomimic.safety import frame_marker
+
+    still = cv2.resize(np.asarray(astronaut_rgb), (640, 360))
+    mark = frame_marker(360, 640, label="AI-generated", label_corner="bottom-right")
+    moving = (420, 180, 640, 360)
+    dirty = mark.set_background(still, moving)
+    frame = still.copy()
+    frame[200:340, 450:620] = np.roll(still[200:340, 450:620], 11, axis=1)
+    whole = mark(frame)
+    assert not np.array_equal(whole[340:, 600:], frame[340:, 600:])     # the caption is drawn
+    for box in (dirty, (0, 0, 640, 360), (500, 300, 640, 360)):
+        x0, y0, x1, y1 = box
+        assert np.array_equal(mark.apply_region(frame, box), whole[y0:y1, x0:x1])
