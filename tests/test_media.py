@@ -666,3 +666,49 @@ def test_written_mp4_has_ordinary_permissions(tmp_path):
         assert stat.S_IMODE(out.stat().st_mode) == 0o644
     finally:
         os.umask(old)
+
+
+# ---------------------------------------------------------------------------------------------
+# writer: frames over a still background
+# ---------------------------------------------------------------------------------------------
+
+
+def _decoded(path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+@pytest.mark.parametrize("marked", [True, False])
+def test_writer_over_a_still_background_encodes_the_same_picture(tmp_path, media_astro, marked):
+    """Given the still picture and the box that moves, the writer converts (and watermarks)
+    only that box: the encoded video is the same as when every frame is converted whole."""
+    import cv2
+
+    from echomimic.safety import Watermarker, detect
+
+    still = np.ascontiguousarray(cv2.resize(media_astro, (640, 360)))
+    box = (230, 20, 420, 260)
+    rng = np.random.default_rng(1)
+    frames = []
+    for k in range(8):
+        f = still.copy()
+        x0, y0, x1, y1 = box
+        f[y0:y1, x0:x1] = np.roll(still[y0:y1, x0:x1], 3 * k, axis=0)
+        f[y0 + 30:y0 + 50, x0 + 40:x0 + 90] = rng.integers(0, 256, (20, 50, 3))
+        frames.append(f)
+    outs = []
+    for bg in (None, still):
+        flt = Watermarker(360, 640) if marked else None
+        path = tmp_path / f"{'still' if bg is not None else 'whole'}.mp4"
+        with Mp4Writer(path, 640, 360, 25, frame_filter=flt, background=bg,
+                       moving_box=box if bg is not None else None) as w:
+            assert (w._still is not None) == (bg is not None)
+            for f in frames:
+                w.write(f)
+        outs.append(_decoded(path))
+    assert len(outs[0]) == len(outs[1]) == len(frames)
+    for a, b in zip(*outs):
+        assert np.array_equal(a, b)
+    # the moving box and the still part both came through
+    assert np.abs(outs[1][5].astype(int) - outs[1][0]).max() > 50
+    assert detect(outs[1]).found is marked

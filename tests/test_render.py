@@ -174,3 +174,21 @@ def test_every_channel_keeps_the_background(renderer, portrait):
         frame = renderer.render(motion)
         _check_frame(frame, renderer, photo)
         assert not np.array_equal(frame, rest), f"{motion} changed nothing"
+
+
+def test_frames_equal_the_photo_outside_the_changing_box(renderer, portrait):
+    """changing_box bounds every pixel a frame changes (the encoder converts only that box and
+    reuses the photo's picture for the rest)."""
+    photo = portrait.image
+    x0, y0, x1, y1 = renderer.changing_box()
+    h, w = photo.shape[:2]
+    assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+    assert (x1 - x0) * (y1 - y0) < h * w              # the uncropped astronaut: a part only
+    buf = photo.copy()
+    for motion in ({"yaw": 20.0, "pitch": -10.0, "jawOpen": 1.0}, {"tx": 0.2, "ty": -0.2},
+                   {"scale": 1.2, "breath": 1.0}, {"eyeBlinkLeft": 1.0, "roll": 10.0}):
+        frame = renderer.render_into(motion, buf)
+        outside = frame.copy()
+        outside[y0:y1, x0:x1] = photo[y0:y1, x0:x1]
+        assert np.array_equal(outside, photo), motion
+        assert not np.array_equal(frame[y0:y1, x0:x1], photo[y0:y1, x0:x1])

@@ -258,3 +258,94 @@ def test_moderation_plugins_from_entry_points(monkeypatch):
     moderate(prompt="a dog nods")
     with pytest.raises(ContentRefused, match="no-cats: no cats"):
         moderate(prompt="a cat nods")
+
+
+def _reference_mark(img: np.ndarray, marker: Watermarker) -> np.ndarray:
+    """The watermark written out plainly (box means, 4x4 DCTs by einsum, the change taken back
+    by the inverse DCT, doubled, resized, protected, rounded onto R, G and B): the fast path
+    must give the same frame bit for bit."""
+    import cv2
+
+    from echomimic.safety import watermark as wm
+
+    side = marker.side
+    luma = wm._luma(img, side)
+    k = luma.shape[0] // side
+    c = luma.astype(np.float64).reshape(side, k, side, k).mean(axis=(1, 3))
+    ll = (c[0::2, 0::2] + c[1::2, 0::2] + c[0::2, 1::2] + c[1::2, 1::2]) / 2.0
+    nb = side // 8
+    blocks = ll.reshape(nb, 4, nb, 4).transpose(0, 2, 1, 3)
+    d = np.einsum("ij,abjk,lk->abil", wm._T, blocks, wm._T)
+    coefs = np.stack([d[:, :, i, j] for i, j in wm._POSITIONS], -1).reshape(-1)
+    u = coefs / wm.STEP - marker.key.dither - marker.target
+    change = ((np.round(u) - u) * wm.STEP * wm._GAIN).reshape(nb, nb, 3)
+    dd = np.zeros((nb, nb, 4, 4))
+    for n, (i, j) in enumerate(wm._POSITIONS):
+        dd[:, :, i, j] = change[:, :, n]
+    dll = np.einsum("ji,abjk,kl->abil", wm._T, dd, wm._T).transpose(0, 2, 1, 3)
+    dll = dll.reshape(side // 2, side // 2)
+    dc = np.repeat(np.repeat(dll / 2.0, 2, 0), 2, 1).astype(np.float32)
+    delta = cv2.resize(dc, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+    if marker.weights is not None:
+        delta = delta * marker.weights
+    step = np.rint(delta).astype(np.int16)[..., None]
+    return np.clip(img.astype(np.int16) + step, 0, 255).astype(np.uint8)
+
+
+def test_watermark_equals_its_plain_formulation(astronaut_rgb):
+    img = np.asarray(astronaut_rgb)
+    rng = np.random.default_rng(3)
+    landmarks = rng.uniform(150, 350, (478, 3))
+    for marker in (Watermarker(512, 512), Watermarker(512, 512, landmarks=landmarks)):
+        assert np.array_equal(marker(img), _reference_mark(img, marker))
+
+
+def test_watermark_over_a_still_background_marks_like_the_whole_frame(astronaut_rgb):
+    """apply_region on frames that differ from a still picture only inside a box gives the
+    pixels of apply, for any region asked, and says where marked frames can differ."""
+    import cv2
+
+    still = cv2.resize(np.asarray(astronaut_rgb), (640, 360))    # 16:9, a non-square grid
+    marker = Watermarker(360, 640)
+    moving = (250, 40, 400, 230)
+    dirty = marker.set_background(still, moving)
+    assert dirty[0] <= moving[0] and dirty[1] <= moving[1]
+    assert dirty[2] >= moving[2] and dirty[3] >= moving[3]
+    assert (dirty[2] - dirty[0]) * (dirty[3] - dirty[1]) < 0.5 * 640 * 360
+    marked_still = marker(still)
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        frame = still.copy()
+        x0, y0, x1, y1 = moving
+        frame[y0:y1, x0:x1] = np.roll(still[y0:y1, x0:x1], 7 * (k + 1), axis=1)
+        frame[y0 + 20:y0 + 60, x0 + 10:x0 + 90] = rng.integers(0, 256, (40, 80, 3))
+        whole = marker(frame)
+        for box in ((0, 0, 640, 360), dirty, (240, 30, 420, 250)):
+            bx0, by0, bx1, by1 = box
+            assert np.array_equal(marker.apply_region(frame, box), whole[by0:by1, bx0:bx1])
+        # outside the dirty box the marked frame is the marked still picture
+        outside = whole.copy()
+        outside[dirty[1]:dirty[3], dirty[0]:dirty[2]] = marked_still[dirty[1]:dirty[3],
+                                                                     dirty[0]:dirty[2]]
+        assert np.array_equal(outside, marked_still)
+        assert not np.array_equal(whole, marked_still)
+
+
+def test_caption_and_watermark_over_a_still_background(astronaut_rgb):
+    """The visible caption and the watermark together mark a box of a frame over a still
+    background exactly as they mark the whole frame (the caption inside the moving box)."""
+    import cv2
+
+    from echomimic.safety import frame_marker
+
+    still = cv2.resize(np.asarray(astronaut_rgb), (640, 360))
+    mark = frame_marker(360, 640, label="AI-generated", label_corner="bottom-right")
+    moving = (420, 180, 640, 360)
+    dirty = mark.set_background(still, moving)
+    frame = still.copy()
+    frame[200:340, 450:620] = np.roll(still[200:340, 450:620], 11, axis=1)
+    whole = mark(frame)
+    assert not np.array_equal(whole[340:, 600:], frame[340:, 600:])     # the caption is drawn
+    for box in (dirty, (0, 0, 640, 360), (500, 300, 640, 360)):
+        x0, y0, x1, y1 = box
+        assert np.array_equal(mark.apply_region(frame, box), whole[y0:y1, x0:x1])

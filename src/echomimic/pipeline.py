@@ -323,9 +323,14 @@ def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLi
     marker = frame_marker(h, w, watermark=bool(opts.watermark), label=opts.label,
                           label_corner=opts.label_corner, label_opacity=float(opts.label_opacity),
                           landmarks=portrait.landmarks)
+    # a renderer whose frames equal the photo outside a box lets the writer convert (and mark)
+    # only that box, reusing the rest of the photo's converted picture
+    still: dict[str, Any] = {}
+    if hasattr(renderer, "changing_box"):
+        still = {"background": portrait.image, "moving_box": renderer.changing_box()}
     writer = Mp4Writer(output, w, h, float(opts.fps), audio=audio, crf=int(opts.crf), preset=opts.preset,
                        format=opts.output_format, metadata=content_label(watermark=bool(opts.watermark)),
-                       frame_filter=marker)
+                       frame_filter=marker, **still)
     # frame buffers that hold the photo; a renderer that can, writes only what moves into them
     pool: queue.Queue | None = None
     if hasattr(renderer, "render_into"):

@@ -48,10 +48,30 @@ def frame_marker(height: int, width: int, *, watermark: bool = True, label: str 
         return None
     if len(steps) == 1:
         return steps[0]
+    return _Steps(steps)
 
-    def mark(frame: np.ndarray) -> np.ndarray:
-        for step in steps:
+
+class _Steps:
+    """Several frame filters applied in turn; like each of them, it can mark frames over a
+    still background (``set_background`` / ``apply_region``, see :class:`Watermarker`)."""
+
+    def __init__(self, steps: list):
+        self.steps = steps
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        for step in self.steps:
             frame = step(frame)
         return frame
 
-    return mark
+    def set_background(self, still: np.ndarray,
+                       moving: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """Returns the box outside which every filtered frame equals the filtered ``still``."""
+        for step in self.steps:
+            moving = step.set_background(still, moving)
+            still = step(still)
+        return moving
+
+    def apply_region(self, frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        for step in self.steps[:-1]:
+            frame = step(frame)
+        return self.steps[-1].apply_region(frame, box)

@@ -114,6 +114,26 @@ class VisibleLabel:
 
     __call__ = apply
 
+    def set_background(self, still: np.ndarray,
+                       moving: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """Frames that equal ``still`` outside ``moving`` keep doing so once captioned (the
+        caption is drawn pixel by pixel): returns ``moving``."""
+        return tuple(int(v) for v in moving)
+
+    def apply_region(self, frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        """The pixels of ``apply(frame)`` in ``box`` (x0, y0, x1, y1) (a new array)."""
+        x0, y0, x1, y1 = (int(v) for v in box)
+        out = np.array(frame[y0:y1, x0:x1], copy=True)
+        ty0, tx0 = max(y0, self.top), max(x0, self.left)
+        ty1, tx1 = min(y1, self.top + self.h), min(x1, self.left + self.w)
+        if ty1 > ty0 and tx1 > tx0:
+            patch = out[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0].astype(np.float32)
+            a = self.alpha[ty0 - self.top:ty1 - self.top, tx0 - self.left:tx1 - self.left]
+            c = self.color[ty0 - self.top:ty1 - self.top, tx0 - self.left:tx1 - self.left]
+            out[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0] = np.clip(
+                patch * (1.0 - a) + c * a + 0.5, 0, 255).astype(np.uint8)
+        return out
+
 
 def check_label(text: str | None, corner: str, opacity: float) -> None:
     """Raise :class:`InvalidOption` for a bad caption, corner or opacity."""

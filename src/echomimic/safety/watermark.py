@@ -73,6 +73,9 @@ def _dct_matrix(n: int = 4) -> np.ndarray:
 
 
 _T = _dct_matrix(4)
+#: (16, len(_POSITIONS)): a flattened 4x4 block times this gives its DCT coefficients at
+#: _POSITIONS (the DCT is orthonormal, so the transpose maps them back to the block).
+_DCT_AT = np.stack([np.outer(_T[i], _T[j]).ravel() for i, j in _POSITIONS], 1)
 
 
 def id_hash(job_id: str | None) -> int:
@@ -180,20 +183,48 @@ def _box_means(luma: np.ndarray, side: int) -> np.ndarray:
     ii = cv2.integral(luma, sdepth=cv2.CV_32S if luma.dtype == np.uint8 else cv2.CV_64F)
     ys = np.rint(np.linspace(0, h, side + 1)).astype(np.int64)
     xs = np.rint(np.linspace(0, w, side + 1)).astype(np.int64)
-    sums = (ii[ys[1:]][:, xs[1:]] - ii[ys[:-1]][:, xs[1:]] - ii[ys[1:]][:, xs[:-1]]
-            + ii[ys[:-1]][:, xs[:-1]]).astype(np.float64)
+    c = ii[np.ix_(ys, xs)]
+    sums = (c[1:, 1:] - c[:-1, 1:] - c[1:, :-1] + c[:-1, :-1]).astype(np.float64)
     area = np.diff(ys)[:, None] * np.diff(xs)[None, :]
     return sums / np.maximum(area, 1)
 
 
+def _box_sums(luma: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Sums of a uint8 picture over the boxes between the row edges ``ys`` and the column
+    edges ``xs`` (exact integers)."""
+    ii = cv2.integral(luma, sdepth=cv2.CV_32S)
+    c = ii[np.ix_(ys, xs)]
+    return (c[1:, 1:] - c[:-1, 1:] - c[1:, :-1] + c[:-1, :-1]).astype(np.int64)
+
+
 def _coefficients(luma: np.ndarray, side: int) -> np.ndarray:
     """The watermark's coefficients of a luma picture, in key order: (n,)."""
-    c = _box_means(luma, side)
+    return _coefficients_of_means(_box_means(luma, side), side)
+
+
+def _coefficients_of_means(c: np.ndarray, side: int) -> np.ndarray:
+    """The coefficients from the box means ``c`` (side x side): the Haar low band, cut in 4x4
+    blocks, and the :data:`_POSITIONS` coefficients of each block's DCT."""
     ll = (c[0::2, 0::2] + c[1::2, 0::2] + c[0::2, 1::2] + c[1::2, 1::2]) / 2.0
     nb = side // 8
-    blocks = ll.reshape(nb, 4, nb, 4).transpose(0, 2, 1, 3)
-    d = np.einsum("ij,abjk,lk->abil", _T, blocks, _T, optimize=True)
-    return np.stack([d[:, :, i, j] for i, j in _POSITIONS], -1).reshape(-1)
+    blocks = ll.reshape(nb, 4, nb, 4).transpose(0, 2, 1, 3).reshape(nb * nb, 16)
+    return (blocks @ _DCT_AT).reshape(-1)
+
+
+def _halve(img: np.ndarray, times: int) -> np.ndarray:
+    """``img`` halved ``times`` times by exact 2x2 averages (as :func:`_luma` does)."""
+    for _ in range(times):
+        img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2),
+                         interpolation=cv2.INTER_AREA)
+    return img
+
+
+def _halvings(height: int, width: int, side: int) -> int:
+    """How many times :func:`_luma` halves a frame of this size."""
+    k, h, w = 0, int(height), int(width)
+    while min(h, w) >= 4 * side and not (h % 2 or w % 2):
+        h, w, k = h // 2, w // 2, k + 1
+    return k
 
 
 #: Face-mesh landmarks around the eyes and the mouth (MediaPipe order): the watermark is kept
@@ -229,6 +260,11 @@ class Watermarker:
     ``Watermarker(height, width, job_id=None).apply(frame)`` returns a new frame (the input is
     not modified). With the face-mesh ``landmarks`` of the portrait, the eyes and the mouth are
     left untouched (see :func:`protect_weights`).
+
+    Frames that differ from one still picture only inside a box (a portrait whose background
+    does not move) are marked faster after :meth:`set_background`: :meth:`apply_region` then
+    recomputes only the part of the transform that the box touches and returns the marked
+    pixels of a region, the same as those of :meth:`apply`.
     """
 
     def __init__(self, height: int, width: int, *, job_id: str | None = None,
@@ -240,25 +276,42 @@ class Watermarker:
         self.target = bits[self.key.bit_of].astype(np.float64) / 2.0   # lattice offset 0 or 1/2
         self.job_id = job_id
         self.weights = protect_weights(self.height, self.width, landmarks)
+        self._bg: dict | None = None
 
     def delta(self, frame: np.ndarray) -> np.ndarray:
         """The luma change for ``frame`` at the frame's size (float32)."""
+        return self._delta_of(_coefficients(_luma(frame, self.side), self.side))
+
+    def _delta_of(self, coefs: np.ndarray,
+                  box: tuple[int, int, int, int] | None = None) -> np.ndarray:
         side = self.side
-        coefs = _coefficients(_luma(frame, side), side)
         u = coefs / STEP - self.key.dither - self.target
         change = (np.round(u) - u) * STEP * _GAIN
         nb = side // 8
-        dd = np.zeros((nb, nb, 4, 4))
-        change = change.reshape(nb, nb, len(_POSITIONS))
-        for k, (i, j) in enumerate(_POSITIONS):
-            dd[:, :, i, j] = change[:, :, k]
-        dblocks = np.einsum("ji,abjk,kl->abil", _T, dd, _T, optimize=True)
-        dll = dblocks.transpose(0, 2, 1, 3).reshape(side // 2, side // 2)
-        dc = np.repeat(np.repeat(dll / 2.0, 2, 0), 2, 1).astype(np.float32)
+        # the inverse DCT of blocks that hold only the _POSITIONS coefficients
+        dblocks = change.reshape(nb * nb, len(_POSITIONS)) @ _DCT_AT.T
+        dll = dblocks.reshape(nb, nb, 4, 4).transpose(0, 2, 1, 3).reshape(side // 2, side // 2)
+        # each value of the half-size band covers 2x2 boxes (an exact nearest-neighbour double)
+        dc = cv2.resize((dll / 2.0).astype(np.float32), (side, side),
+                        interpolation=cv2.INTER_NEAREST)
         d = cv2.resize(dc, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
-        if self.weights is not None:
-            d = cv2.multiply(d, self.weights)
+        weights = self.weights
+        if box is not None:                  # only this part of the frame
+            x0, y0, x1, y1 = box
+            d = d[y0:y1, x0:x1]
+            weights = None if weights is None else weights[y0:y1, x0:x1]
+        if weights is not None:
+            d = cv2.multiply(d, weights)
         return d
+
+    @staticmethod
+    def _add(frame: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """``frame`` + the change ``d`` rounded (half to even) on R, G and B, saturated."""
+        up = cv2.convertScaleAbs(cv2.max(d, 0.0))       # rounded, saturated to 0..255
+        down = cv2.convertScaleAbs(cv2.min(d, 0.0))
+        up3 = cv2.cvtColor(up, cv2.COLOR_GRAY2RGB)
+        down3 = cv2.cvtColor(down, cv2.COLOR_GRAY2RGB)
+        return cv2.subtract(cv2.add(np.ascontiguousarray(frame), up3), down3)
 
     def apply(self, frame: np.ndarray) -> np.ndarray:
         """``frame`` (H, W, 3) uint8 RGB with the watermark added (a new array)."""
@@ -266,14 +319,81 @@ class Watermarker:
         if frame.shape[:2] != (self.height, self.width):
             raise ValueError(f"expected a {self.width}x{self.height} frame, got "
                              f"{frame.shape[1]}x{frame.shape[0]}")
-        d = self.delta(frame)
-        up = cv2.convertScaleAbs(cv2.max(d, 0.0))       # rounded, saturated to 0..255
-        down = cv2.convertScaleAbs(cv2.min(d, 0.0))
-        up3 = cv2.cvtColor(up, cv2.COLOR_GRAY2RGB)
-        down3 = cv2.cvtColor(down, cv2.COLOR_GRAY2RGB)
-        return cv2.subtract(cv2.add(np.ascontiguousarray(frame), up3), down3)
+        return self._add(frame, self.delta(frame))
 
     __call__ = apply
+
+    # ---- frames over a still background ------------------------------------------------------
+    def set_background(self, still: np.ndarray,
+                       moving: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """Declare that the frames to come equal ``still`` outside the box ``moving``
+        (x0, y0, x1, y1). Returns the box outside which every marked frame equals the marked
+        ``still`` (the watermark's blocks that the moving box touches, and their blur)."""
+        still = np.asarray(still)
+        if still.shape[:2] != (self.height, self.width):
+            raise ValueError("the background must have the frames' size")
+        side, H, W = self.side, self.height, self.width
+        k = _halvings(H, W, side)
+        a = 1 << k
+        x0, y0, x1, y1 = (int(v) for v in moving)
+        x0, y0 = max(0, x0 // a * a), max(0, y0 // a * a)
+        x1, y1 = min(W, -(-x1 // a) * a), min(H, -(-y1 // a) * a)
+        luma = _luma(still, side)
+        lh, lw = luma.shape[:2]
+        ys = np.rint(np.linspace(0, lh, side + 1)).astype(np.int64)
+        xs = np.rint(np.linspace(0, lw, side + 1)).astype(np.int64)
+        sums = _box_sums(luma, ys, xs)
+        # boxes the moving part of the luma touches, widened to whole 8x8-box blocks
+        lx0, ly0, lx1, ly1 = x0 // a, y0 // a, x1 // a, y1 // a
+        r0 = int(np.searchsorted(ys, ly0, "right")) - 1
+        r1 = int(np.searchsorted(ys, ly1, "left"))
+        c0 = int(np.searchsorted(xs, lx0, "right")) - 1
+        c1 = int(np.searchsorted(xs, lx1, "left"))
+        br0, bc0 = r0 // 8 * 8, c0 // 8 * 8
+        br1, bc1 = min(side, -(-r1 // 8) * 8), min(side, -(-c1 // 8) * 8)
+
+        def reach(n_out: int, lo: int, hi: int) -> tuple[int, int]:
+            # output pixels of the bilinear upsampling (side -> n_out) that read rows [lo, hi)
+            s = (np.arange(n_out) + 0.5) * (side / n_out) - 0.5
+            f = np.floor(s).astype(np.int64)
+            hit = np.flatnonzero((f + 1 >= lo) & (f <= hi - 1))
+            return int(max(0, hit.min() - 1)), int(min(n_out, hit.max() + 2))
+
+        dy0, dy1 = reach(H, br0, br1)
+        dx0, dx1 = reach(W, bc0, bc1)
+        dirty = (min(dx0, x0), min(dy0, y0), max(dx1, x1), max(dy1, y1))
+        self._bg = {"k": k, "moving": (x0, y0, x1, y1), "luma": luma.copy(), "sums": sums,
+                    "ys": ys, "xs": xs, "cells": (r0, r1, c0, c1),
+                    "area": (np.diff(ys)[:, None] * np.diff(xs)[None, :]),
+                    "dirty": dirty}
+        return dirty
+
+    def _means_over_background(self, frame: np.ndarray) -> np.ndarray:
+        bg = self._bg
+        assert bg is not None
+        x0, y0, x1, y1 = bg["moving"]
+        a = 1 << bg["k"]
+        part = _halve(np.ascontiguousarray(frame[y0:y1, x0:x1]), bg["k"])
+        luma = bg["luma"]
+        luma[y0 // a:y1 // a, x0 // a:x1 // a] = cv2.cvtColor(part, cv2.COLOR_RGB2GRAY)
+        r0, r1, c0, c1 = bg["cells"]
+        ys, xs = bg["ys"][r0:r1 + 1], bg["xs"][c0:c1 + 1]
+        sums = bg["sums"].copy()
+        sums[r0:r1, c0:c1] = _box_sums(luma[ys[0]:ys[-1], xs[0]:xs[-1]], ys - ys[0], xs - xs[0])
+        return sums.astype(np.float64) / np.maximum(bg["area"], 1)
+
+    def apply_region(self, frame: np.ndarray,
+                     box: tuple[int, int, int, int]) -> np.ndarray:
+        """The pixels of ``apply(frame)`` in ``box`` (x0, y0, x1, y1), for a frame that equals
+        the background of :meth:`set_background` outside its moving box (a new array)."""
+        if self._bg is None:
+            raise RuntimeError("set_background() first")
+        frame = np.asarray(frame)
+        box = tuple(int(v) for v in box)
+        means = self._means_over_background(frame)
+        d = self._delta_of(_coefficients_of_means(means, self.side), box)
+        x0, y0, x1, y1 = box
+        return self._add(frame[y0:y1, x0:x1], d)
 
 
 @dataclass

@@ -128,6 +128,10 @@ class _Grid:
         ys = y0 + np.arange(self.ny, dtype=np.float64) * step + c
         gx, gy = np.meshgrid(xs, ys)
         self.X = np.stack([gx, gy], -1).astype(np.float32)    # (ny, nx, 2)
+        # the grid's origin at every cell (a whole array: a 2-vector broadcast over the last
+        # axis makes NumPy's inner loops two elements long)
+        self._origin = np.ascontiguousarray(
+            np.broadcast_to(np.array([x0, y0], np.float32), self.X.shape))
         self.W: csr_matrix | None = None
         self.box = (x0, y0, x1, y1)
 
@@ -142,6 +146,14 @@ class _Grid:
         c = (self.step - 1) / 2.0
         return (B[..., 0] - self.x0 - c) * inv, (B[..., 1] - self.y0 - c) * inv
 
+    def _map(self, B: np.ndarray) -> np.ndarray:
+        """Grid coordinates of the positions ``B`` (..., 2) as one two-channel map: the same
+        values as :meth:`_coords`, computed in place (``B`` is overwritten)."""
+        B -= self._origin
+        B -= np.float32((self.step - 1) / 2.0)
+        B *= np.float32(1.0 / self.step)
+        return B
+
     def sample(self, d: np.ndarray, B: np.ndarray) -> np.ndarray:
         gx, gy = self._coords(B)
         return cv2.remap(d, gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -153,14 +165,19 @@ class _Grid:
         outside this grid's box."""
         X = self.X
         dd = d
+        G = np.empty_like(X)
         for _ in range(iterations):
-            B = X - dd
-            gx, gy = self._coords(B)
-            dd = cv2.remap(d, gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            np.subtract(X, dd, out=G)
+            B = G.copy() if outer is not None else None
+            self._map(G)
+            dd = cv2.remap(d, G, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             if outer is not None:
-                out = (gx < 0) | (gy < 0) | (gx > self.nx - 1) | (gy > self.ny - 1)
-                if out.any():
-                    dd[out] = outer[0].sample(outer[1], B[out][None])[0]
+                # positions outside this grid (0 <= g <= n - 1 fails): the outer grid answers
+                inside = cv2.inRange(G, (0.0, 0.0), (float(self.nx - 1), float(self.ny - 1)))
+                idx = np.flatnonzero(inside == 0)
+                if len(idx):
+                    flat = dd.reshape(-1, 2)
+                    flat[idx] = outer[0].sample(outer[1], B.reshape(-1, 2)[idx][None])[0]
         return -dd
 
     def upsample(self, D: np.ndarray) -> np.ndarray:
@@ -325,6 +342,9 @@ class WarpRenderer:
         ay = np.minimum(np.arange(fh), np.arange(fh)[::-1])[:, None]
         ax = np.minimum(np.arange(fw), np.arange(fw)[::-1])[None, :]
         self.fine_alpha = smoothstep(np.minimum(ay, ax) / feather).astype(np.float32)
+        # the same weight for both channels of a field, as a whole array (broadcasting a
+        # trailing axis of length 2 makes NumPy's inner loops two elements long)
+        self._fine_alpha2 = np.ascontiguousarray(np.repeat(self.fine_alpha[..., None], 2, -1))
         for g in (self.grid, self.fine):
             q = g.points()
             qi = np.clip(np.round(q).astype(int), [0, 0], [rw - 1, rh - 1])
@@ -475,7 +495,7 @@ class WarpRenderer:
         Df = f.upsample(f.backward(f.forward(disp), iterations=5, outer=(self.grid, dc)))
         fx0, fy0, fx1, fy1 = f.box
         sub = D[fy0:fy1, fx0:fx1]
-        sub += (Df - sub) * self.fine_alpha[..., None]
+        sub += (Df - sub) * self._fine_alpha2
         M = self.base + D
         g = m.get
         # gaze in image terms: + moves the iris to the image's right / down. The subject's left
@@ -501,7 +521,10 @@ class WarpRenderer:
             if wx1 > wx0 and wy1 > wy0:
                 win = M[wy0:wy1, wx0:wx1]
                 eye.remap(win[..., 0], win[..., 1], bl, sq, lx, ly, wd)
-        out = cv2.remap(self.rest_roi, M, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # fixed-point maps: the same samples as the float map (remap rounds it to 1/32 pixel
+        # either way), and cheaper to convert once than inside remap
+        m1, m2 = cv2.convertMaps(M, None, cv2.CV_16SC2)
+        out = cv2.remap(self.rest_roi, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         up = dst[UPPER_INNER]
         lo = dst[LOWER_INNER]
         if isinstance(self.mouth, MouthInterior):
@@ -530,6 +553,18 @@ class WarpRenderer:
         if self.body is not None:
             self.body.render_into(m, frame)
         return frame
+
+    def changing_box(self) -> tuple[int, int, int, int]:
+        """The box (x0, y0, x1, y1) outside which every frame equals the photo: the region of
+        interest, and the body layer's envelope when there is one (after :meth:`prepare`)."""
+        x0, y0, x1, y1 = self.roi
+        if self.body is not None:
+            env = np.asarray(self.body.envelope, bool)
+            rows, cols = np.flatnonzero(env.any(1)), np.flatnonzero(env.any(0))
+            if len(rows):
+                x0, y0 = min(x0, int(cols[0])), min(y0, int(rows[0]))
+                x1, y1 = max(x1, int(cols[-1]) + 1), max(y1, int(rows[-1]) + 1)
+        return int(x0), int(y0), int(x1), int(y1)
 
     def render(self, m: dict[str, float]) -> np.ndarray:
         """A full frame (RGB uint8, the photo's size). Outside the dilated person mask it equals

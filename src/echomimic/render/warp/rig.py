@@ -83,6 +83,11 @@ class FaceFrame:
         return self.E * (duv[..., :1] * self.ex + duv[..., 1:2] * self.ey)
 
 
+#: the head-pose channels and their rest values
+_HEAD_KEYS = (("yaw", 0.0), ("pitch", 0.0), ("roll", 0.0), ("tx", 0.0), ("ty", 0.0),
+              ("scale", 1.0))
+
+
 class Rig:
     """Computes per-frame landmark positions from a dict of motion coefficients."""
 
@@ -151,6 +156,7 @@ class Rig:
         c = self.lm.mean(axis=0)
         zspan = float(self.lm[:, 2].max() - self.lm[:, 2].min())
         self.pivot = np.array([c[0], c[1] + 0.15 * self.E, float(self.lm[:, 2].max()) + 0.3 * zspan])
+        self._head_cache: tuple | None = None
 
     # ------------------------------------------------------------------------------------------
     def expression_uv(self, m: dict[str, float]) -> np.ndarray:
@@ -227,6 +233,15 @@ class Rig:
 
     def head_matrix(self, m: dict[str, float]) -> tuple[np.ndarray, np.ndarray, float]:
         """Rotation (3x3), translation (pixels, 3) and scale of the head for ``m``."""
+        key = tuple(float(m.get(k, d)) for k, d in _HEAD_KEYS)
+        cached = self._head_cache
+        if cached is not None and cached[0] == key:    # a frame asks several times
+            return cached[1]
+        out = self._head_matrix(m)
+        self._head_cache = (key, out)
+        return out
+
+    def _head_matrix(self, m: dict[str, float]) -> tuple[np.ndarray, np.ndarray, float]:
         yaw, pitch, roll = (np.radians(float(m.get(k, 0.0))) for k in ("yaw", "pitch", "roll"))
         cy, sy = np.cos(yaw), np.sin(yaw)
         cp, sp = np.cos(pitch), np.sin(pitch)
