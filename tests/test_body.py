@@ -300,6 +300,32 @@ def test_pose_retargeting_relative_scales_to_the_photo(figure):
     assert a.get("body.r_wrist.x")[0] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_wrist_follows_the_hand_models_wrist_when_the_hand_is_found(figure):
+    """A video's pose model places the wrist coarsely; where the hand model found the hand its
+    wrist point leads, and where the hand is lost the body's wrist takes over without a jump."""
+    from echomimic.render.warp.body import skeleton_pixels
+
+    body, hands = skeleton_pixels(figure.body, figure.image.shape)
+    n = 48
+    seq = _pose_sequence(n)
+    j = BODY_JOINTS.index("r_wrist")
+    hand_xy = seq.body[:, j, :2].copy()
+    rng = np.random.default_rng(3)
+    # the pose model's wrist: off by a constant and jittering; the hand's wrist: the true path
+    seq.body[:, j, :2] += 0.05 + rng.normal(0, 0.004, (n, 2))
+    seq.hands[:, 1, 0, :2] = hand_xy
+    seq.hands[:, 1, 0, 2] = 0.9
+    seq.hands[30:, 1, 0, 2] = 0.0                 # the hand is lost for the last frames
+    t = pose_body_track(seq, body, hands, image_size=(320, 320), n_frames=n, fps=24.0, smooth=0)
+    x = t.get("body.r_wrist.x")
+    sw = 150.0
+    want = (hand_xy[:, 0] - hand_xy[0, 0]) * 512 / sw
+    np.testing.assert_allclose(x[:30], want[:30], atol=1e-3)
+    # where the hand is lost: the pose model's wrist shifted by the median offset (without the
+    # shift the track would jump by 0.05 * 512 / 150 = 0.17 shoulder widths)
+    assert np.abs(x[30:] - want[30:]).max() < 0.06
+
+
 def test_short_pose_sequence_loops_and_never_cuts(figure):
     from echomimic.render.warp.body import skeleton_pixels
 
