@@ -48,6 +48,8 @@ MIN_SCORE = 0.3
 MAX_UPPER_DEG = 45.0
 MAX_BEND_DEG = 110.0
 MAX_HAND_DEG = 45.0
+#: the arm mesh has cells of 1/MESH_CELLS of the shoulder width
+MESH_CELLS = 16
 #: how much a forearm may shorten / lengthen in the image (its foreshortening changes)
 STRETCH = (0.6, 1.6)
 
@@ -252,10 +254,32 @@ class _Arm:
         # colours are set by the layer, which holds the photo)
         self.rgba = np.zeros(shape + (4,), np.uint8)
         self.rgba[..., 3] = region.astype(np.uint8) * 255
-        # where the inverse of a bone may land: the region, grown (Newton steps move it inside)
-        gr = int(max(3, round(0.1 * sw)))
-        self.near = cv2.dilate(region.astype(np.uint8),
-                               cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gr + 1, 2 * gr + 1)))
+        # a triangle mesh over the region: its vertices move with the skinning (forward), so
+        # the moved arm stays in one piece however far the bones turn apart
+        G = int(max(4, round(sw / MESH_CELLS)))
+        self.mesh_step = G
+        gx = np.arange(x0, x1 + G, G, dtype=np.float64)
+        gy = np.arange(y0, y1 + G, G, dtype=np.float64)
+        nxv, nyv = len(gx), len(gy)
+        vx, vy = np.meshgrid(gx, gy)
+        self.mesh_v = np.stack([vx.ravel(), vy.ravel()], 1)
+        bx = np.clip(np.round(self.mesh_v - [x0, y0]), 0, [x1 - x0 - 1, y1 - y0 - 1]).astype(np.int64)
+        wv = self.weights[bx[:, 1], bx[:, 0]].astype(np.float64)
+        self.mesh_w = wv
+        # cells that hold any of the region (grown by a pixel)
+        grown = cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8))
+        ph, pw = (nyv - 1) * G, (nxv - 1) * G
+        padded = np.zeros((ph, pw), np.uint8)
+        padded[:min(ph, y1 - y0), :min(pw, x1 - x0)] = grown[:ph, :pw]
+        cell = padded.reshape(nyv - 1, G, nxv - 1, G).max(axis=(1, 3)) > 0
+        cy, cx = np.nonzero(cell)
+        a = cy * nxv + cx
+        b, c, d = a + 1, a + nxv, a + nxv + 1
+        tris = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
+        # drawing order: along the chain (torso, upper arm, forearm, hand), so a part further
+        # along the arm lies over the ones before it where the moved arm overlaps itself
+        chain = (wv[:, 1] + 2 * wv[:, 2] + 3 * wv[:, 3])[tris].mean(1)
+        self.mesh_t = tris[np.argsort(chain, kind="stable")]
 
     # --------------------------------------------------------------------------------------
     def solve(self, m: dict[str, float]) -> _Pose:
@@ -499,76 +523,61 @@ class BodyLayer:
 
     def _layer(self, arm: _Arm, pose: _Pose) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
         """(box, colours, alpha) of the moved arm; the previous frame's when the arm's pose
-        has not changed."""
+        has not changed.
+
+        The arm's mesh is moved forward by the skinning (each vertex to the weighted mean of
+        its bones' rigid maps) and drawn triangle by triangle along the chain, so the moved arm
+        has no gaps; each pixel then samples the photo through its triangle's inverse affine
+        map (piecewise-affine warp), and the arm's region there gives the alpha."""
         key = pose.key()
         last = self._last.get(arm.side)
         if last is not None and last[0] == key:
             return last[1]
-        bx0, by0, bx1, by1 = self._dest_box(arm, pose)
-        g = self.step
-        # a coarse grid of nodes at the centres of g x g cells: bilinear upsampling of the
-        # node values to the cells' pixels is then exactly cv2.resize (no map to read)
-        nx, ny = -(-(bx1 - bx0) // g), -(-(by1 - by0) // g)
-        off = (g - 1) / 2.0
-        gx, gy = np.meshgrid(bx0 + off + np.arange(nx) * g, by0 + off + np.arange(ny) * g)
-        q = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float64)
-        tol = np.float32(0.35 * g + 0.5)
-        # candidates: the inverse of each moving bone (upper arm, forearm, hand); where several
-        # are valid the one further along the arm wins, so the hand lies over the forearm. The
-        # torso-weighted pixels of the arm do not move: the frame already holds them.
-        n = len(q)
-        ax0, ay0, ax1, ay1 = arm.box
-        cand, owner = [], []
+        V, Wv = arm.mesh_v, arm.mesh_w
+        Vd = Wv[:, :1] * V
         for k in range(3):
-            R, piv, tgt = pose.rots[k], pose.pivots[k], pose.targets[k]
-            pk = (q - tgt) @ _inv2(R).T + piv           # inverse of p -> R (p - piv) + tgt
-            inb = np.flatnonzero((pk[:, 0] >= ax0) & (pk[:, 0] < ax1) & (pk[:, 1] >= ay0) & (pk[:, 1] < ay1))
-            if len(inb):   # only where the arm can be (Newton steps move a guess a little)
-                ij = np.minimum(pk[inb].astype(np.int64) - [ax0, ay0], [ax1 - ax0 - 1, ay1 - ay0 - 1])
-                inb = inb[arm.near[ij[:, 1], ij[:, 0]] > 0]
-            cand.append(pk[inb])
-            owner.append(np.column_stack([np.full(len(inb), k), inb]))
-        P = np.concatenate(cand).astype(np.float32)
-        own = np.concatenate(owner)
-        Q = q[own[:, 1]].astype(np.float32)
-        best_p = q.astype(np.float32)
-        chosen = np.zeros(n, bool)
-        if len(P):
-            f, inreg, J = self._forward(arm, pose, P)
-            res = np.hypot(*(f - Q).T)
-            # refine where the blend of bones makes the single-bone inverse inexact
-            for _ in range(3):
-                bad = np.flatnonzero((res >= 0.1) & (res < 4 * self.sw))
-                if not len(bad):
-                    break
-                Pb = self._newton(P[bad], Q[bad], f[bad], J[bad])
-                fb, ib, Jb = self._forward(arm, pose, Pb)
-                P[bad], f[bad], inreg[bad], J[bad] = Pb, fb, ib, Jb
-                res[bad] = np.hypot(*(fb - Q[bad]).T)
-            valid = (res < tol) & (inreg > 0.5)
-            # order so that for each grid point the last write is the preferred candidate:
-            # invalid ones by decreasing residual first, then valid ones by bone
-            order = np.lexsort((own[:, 0], np.where(valid, 0.0, -res), valid))
-            qi = own[order, 1]
-            best_p[qi] = P[order]
-            chosen[qi] = valid[order]
+            Vd = Vd + Wv[:, k + 1:k + 2] * ((V - pose.pivots[k]) @ pose.rots[k].T + pose.targets[k])
+        tris = arm.mesh_t
         H, W = self.photo.shape[:2]
-        bx1, by1 = min(W, bx0 + nx * g), min(H, by0 + ny * g)
+        used = Vd[tris.ravel()]
+        bx0 = int(max(0, math.floor(used[:, 0].min()) - 1))
+        by0 = int(max(0, math.floor(used[:, 1].min()) - 1))
+        bx1 = int(min(W, math.ceil(used[:, 0].max()) + 2))
+        by1 = int(min(H, math.ceil(used[:, 1].max()) + 2))
         h, w = by1 - by0, bx1 - bx0
-        grid = best_p.reshape(ny, nx, 2) - np.float32([ax0, ay0])
-        okg = chosen.reshape(ny, nx).astype(np.float32)
-        mxy = cv2.resize(grid, (nx * g, ny * g), interpolation=cv2.INTER_LINEAR)
-        if mxy.shape[:2] != (h, w):             # the last cells hang over the image's edge
-            mxy = np.ascontiguousarray(mxy[:h, :w])
-        # alpha: the arm's region where it lands, faded out towards nodes without a valid
-        # inverse
+        ax0, ay0 = arm.box[0], arm.box[1]
+        d = Vd[tris]                                   # (T, 3, 2) destination triangles
+        sv = V[tris]                                   # (T, 3, 2) source triangles
+        e1, e2 = d[:, 1] - d[:, 0], d[:, 2] - d[:, 0]
+        det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+        ok = np.abs(det) > 1e-3
+        ids = np.full((max(h, 1), max(w, 1)), -1, np.int32)
+        p4 = np.round((d - [bx0, by0]) * 4).astype(np.int32)
+        for k in np.flatnonzero(ok):
+            cv2.fillConvexPoly(ids, p4[k], int(k), lineType=cv2.LINE_8, shift=2)
+        # backward affine of each triangle: destination -> source (box coordinates)
+        inv = np.zeros((len(tris), 2, 2))
+        dd = np.where(ok, det, 1.0)
+        inv[:, 0, 0], inv[:, 0, 1] = e2[:, 1] / dd, -e2[:, 0] / dd
+        inv[:, 1, 0], inv[:, 1, 1] = -e1[:, 1] / dd, e1[:, 0] / dd
+        s1, s2 = sv[:, 1] - sv[:, 0], sv[:, 2] - sv[:, 0]
+        S = np.stack([s1, s2], 2)                      # (T, 2, 2): columns s1, s2
+        A = np.einsum("tij,tjk->tik", S, inv)          # source offset = A (q - d0)
+        c = sv[:, 0] - np.einsum("tij,tj->ti", A, d[:, 0]) - [ax0, ay0]
+        aff = np.concatenate([A.reshape(-1, 4), c], 1).astype(np.float32)   # a00 a01 a10 a11 c0 c1
+        yy, xx = np.nonzero(ids >= 0)
+        mxy = np.full((h, w, 2), -1e4, np.float32)
+        if len(yy):
+            t = aff[ids[yy, xx]]
+            px = (xx + bx0).astype(np.float32)
+            py = (yy + by0).astype(np.float32)
+            mxy[yy, xx, 0] = t[:, 0] * px + t[:, 1] * py + t[:, 4]
+            mxy[yy, xx, 1] = t[:, 2] * px + t[:, 3] * py + t[:, 5]
         rgba = cv2.remap(arm.rgba, mxy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                          borderValue=(0, 0, 0, 0))
         col = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
         alpha = rgba[..., 3].astype(np.float32)
         alpha *= np.float32(1.0 / 255.0)
-        okf = cv2.resize(okg, (nx * g, ny * g), interpolation=cv2.INTER_LINEAR)[:h, :w]
-        alpha *= np.clip((okf - 0.5) * 4.0 + 0.5, 0.0, 1.0)
         alpha *= self.env_f[by0:by1, bx0:bx1]
         out = ((bx0, by0, bx1, by1), col, alpha)
         self._last[arm.side] = (key, out)
