@@ -45,7 +45,7 @@ __all__ = ["BodyLayer", "MIN_SCORE", "MAX_UPPER_DEG", "MAX_BEND_DEG", "MAX_HAND_
 #: joints with a lower score are treated as not found
 MIN_SCORE = 0.3
 #: reachable-pose limits (degrees from the photo's pose), eased with a soft clamp
-MAX_UPPER_DEG = 45.0
+MAX_UPPER_DEG = 30.0
 MAX_BEND_DEG = 110.0
 MAX_HAND_DEG = 45.0
 #: the arm mesh has cells of 1/MESH_CELLS of the shoulder width
@@ -183,7 +183,7 @@ class _Arm:
         self.hand_len = float(np.hypot(*(self.tip - self.W)))
         # a forearm pointing at the camera may lengthen in the image up to a typical forearm's
         # length when it is lifted
-        self.k_max = float(np.clip(0.55 * sw / max(self.L2, 1e-6), STRETCH[1], 3.0))
+        self.k_max = float(np.clip(0.55 * sw / max(self.L2, 1e-6), STRETCH[1], 2.0))
         self._turns = np.radians(np.arange(-90.0, 90.5, 1.0))
         self.reach = self.L1 + self.L2 + self.hand_len
         h, w = mask.shape
@@ -279,7 +279,23 @@ class _Arm:
         # drawing order: along the chain (torso, upper arm, forearm, hand), so a part further
         # along the arm lies over the ones before it where the moved arm overlaps itself
         chain = (wv[:, 1] + 2 * wv[:, 2] + 3 * wv[:, 3])[tris].mean(1)
-        self.mesh_t = tris[np.argsort(chain, kind="stable")]
+        tris = tris[np.argsort(chain, kind="stable")]
+        self.mesh_t = tris
+        # parts drawn one over the other: shoulder and upper arm, forearm, hand. A mesh cell is
+        # larger than the region it holds, so a part is its own layer: where the hand's cells
+        # hold no hand, the forearm under them shows. Each part also takes the triangles
+        # touching it, so the parts overlap at the elbow and the wrist (no crack at the seams).
+        tw = wv[tris].mean(1)
+        part = np.argmax(np.stack([tw[:, 0] + tw[:, 1], tw[:, 2], tw[:, 3]], 1), 1)
+        self.mesh_parts: list[np.ndarray] = []
+        for k in range(3):
+            own = part == k
+            if not own.any():
+                continue
+            verts = np.zeros(len(self.mesh_v), bool)
+            verts[tris[own].ravel()] = True
+            touch = verts[tris].any(1)
+            self.mesh_parts.append(np.flatnonzero(touch))
 
     # --------------------------------------------------------------------------------------
     def solve(self, m: dict[str, float]) -> _Pose:
@@ -521,14 +537,16 @@ class BodyLayer:
                 int(min(W, math.ceil(allp[:, 0].max()) + 2)),
                 int(min(H, math.ceil(allp[:, 1].max()) + 2)))
 
-    def _layer(self, arm: _Arm, pose: _Pose) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
-        """(box, colours, alpha) of the moved arm; the previous frame's when the arm's pose
-        has not changed.
+    def _layer(self, arm: _Arm, pose: _Pose) -> list[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]]:
+        """The moved arm as layers (box, colours, alpha), drawn in order (upper arm, forearm,
+        hand); the previous frame's when the arm's pose has not changed.
 
         The arm's mesh is moved forward by the skinning (each vertex to the weighted mean of
-        its bones' rigid maps) and drawn triangle by triangle along the chain, so the moved arm
-        has no gaps; each pixel then samples the photo through its triangle's inverse affine
-        map (piecewise-affine warp), and the arm's region there gives the alpha."""
+        its bones' rigid maps), so the moved arm has no gaps however far its bones turn apart.
+        Each part's triangles are drawn along the chain into an index image at half resolution,
+        each pixel gets its triangle's inverse affine map (piecewise-affine warp), the map is
+        upsampled (it is continuous inside a part) and samples the photo and the arm's region
+        (the alpha)."""
         key = pose.key()
         last = self._last.get(arm.side)
         if last is not None and last[0] == key:
@@ -539,47 +557,56 @@ class BodyLayer:
             Vd = Vd + Wv[:, k + 1:k + 2] * ((V - pose.pivots[k]) @ pose.rots[k].T + pose.targets[k])
         tris = arm.mesh_t
         H, W = self.photo.shape[:2]
-        used = Vd[tris.ravel()]
-        bx0 = int(max(0, math.floor(used[:, 0].min()) - 1))
-        by0 = int(max(0, math.floor(used[:, 1].min()) - 1))
-        bx1 = int(min(W, math.ceil(used[:, 0].max()) + 2))
-        by1 = int(min(H, math.ceil(used[:, 1].max()) + 2))
-        h, w = by1 - by0, bx1 - bx0
         ax0, ay0 = arm.box[0], arm.box[1]
         d = Vd[tris]                                   # (T, 3, 2) destination triangles
         sv = V[tris]                                   # (T, 3, 2) source triangles
         e1, e2 = d[:, 1] - d[:, 0], d[:, 2] - d[:, 0]
         det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
         ok = np.abs(det) > 1e-3
-        ids = np.full((max(h, 1), max(w, 1)), -1, np.int32)
-        p4 = np.round((d - [bx0, by0]) * 4).astype(np.int32)
-        for k in np.flatnonzero(ok):
-            cv2.fillConvexPoly(ids, p4[k], int(k), lineType=cv2.LINE_8, shift=2)
-        # backward affine of each triangle: destination -> source (box coordinates)
+        # backward affine of each triangle: destination -> source (arm box coordinates)
         inv = np.zeros((len(tris), 2, 2))
         dd = np.where(ok, det, 1.0)
         inv[:, 0, 0], inv[:, 0, 1] = e2[:, 1] / dd, -e2[:, 0] / dd
         inv[:, 1, 0], inv[:, 1, 1] = -e1[:, 1] / dd, e1[:, 0] / dd
-        s1, s2 = sv[:, 1] - sv[:, 0], sv[:, 2] - sv[:, 0]
-        S = np.stack([s1, s2], 2)                      # (T, 2, 2): columns s1, s2
+        S = np.stack([sv[:, 1] - sv[:, 0], sv[:, 2] - sv[:, 0]], 2)   # (T, 2, 2)
         A = np.einsum("tij,tjk->tik", S, inv)          # source offset = A (q - d0)
         c = sv[:, 0] - np.einsum("tij,tj->ti", A, d[:, 0]) - [ax0, ay0]
         aff = np.concatenate([A.reshape(-1, 4), c], 1).astype(np.float32)   # a00 a01 a10 a11 c0 c1
-        yy, xx = np.nonzero(ids >= 0)
-        mxy = np.full((h, w, 2), -1e4, np.float32)
-        if len(yy):
+        out = []
+        for sel in arm.mesh_parts:
+            used = d[sel].reshape(-1, 2)
+            bx0 = int(max(0, math.floor(used[:, 0].min()) - 2))
+            by0 = int(max(0, math.floor(used[:, 1].min()) - 2))
+            bx1 = int(min(W, math.ceil(used[:, 0].max()) + 3))
+            by1 = int(min(H, math.ceil(used[:, 1].max()) + 3))
+            h, w = by1 - by0, bx1 - bx0
+            if h <= 0 or w <= 0:
+                continue
+            # half resolution: node (i, j) stands for the full-resolution point (2j + 0.5, 2i + 0.5)
+            hh, hw = (h + 1) // 2, (w + 1) // 2
+            ids = np.full((hh, hw), -1, np.int32)
+            p4 = np.round((d[sel] - [bx0 + 0.5, by0 + 0.5]) * 2).astype(np.int32)   # (x/2) * 4
+            for k in np.flatnonzero(ok[sel]):
+                cv2.fillConvexPoly(ids, p4[k], int(sel[k]), lineType=cv2.LINE_8, shift=2)
+            yy, xx = np.nonzero(ids >= 0)
+            if not len(yy):
+                continue
             t = aff[ids[yy, xx]]
-            px = (xx + bx0).astype(np.float32)
-            py = (yy + by0).astype(np.float32)
-            mxy[yy, xx, 0] = t[:, 0] * px + t[:, 1] * py + t[:, 4]
-            mxy[yy, xx, 1] = t[:, 2] * px + t[:, 3] * py + t[:, 5]
-        rgba = cv2.remap(arm.rgba, mxy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=(0, 0, 0, 0))
-        col = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
-        alpha = rgba[..., 3].astype(np.float32)
-        alpha *= np.float32(1.0 / 255.0)
-        alpha *= self.env_f[by0:by1, bx0:bx1]
-        out = ((bx0, by0, bx1, by1), col, alpha)
+            px = (2 * xx + (bx0 + 0.5)).astype(np.float32)
+            py = (2 * yy + (by0 + 0.5)).astype(np.float32)
+            half = np.full((hh, hw, 2), -1e4, np.float32)
+            half[yy, xx, 0] = t[:, 0] * px + t[:, 1] * py + t[:, 4]
+            half[yy, xx, 1] = t[:, 2] * px + t[:, 3] * py + t[:, 5]
+            mxy = cv2.resize(half, (2 * hw, 2 * hh), interpolation=cv2.INTER_LINEAR)
+            if mxy.shape[:2] != (h, w):
+                mxy = np.ascontiguousarray(mxy[:h, :w])
+            rgba = cv2.remap(arm.rgba, mxy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=(0, 0, 0, 0))
+            col = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
+            alpha = rgba[..., 3].astype(np.float32)
+            alpha *= np.float32(1.0 / 255.0)
+            alpha *= self.env_f[by0:by1, bx0:bx1]
+            out.append(((bx0, by0, bx1, by1), col, alpha))
         self._last[arm.side] = (key, out)
         return out
 
@@ -603,7 +630,7 @@ class BodyLayer:
         if not moving:
             return frame
         self.stats["moved_frames"] += 1
-        layers = [self._layer(arm, pose) for arm, pose in moving]
+        layers = [lay for arm, pose in moving for lay in self._layer(arm, pose)]
         hole_boxes = [self._hole_box[arm.side] for arm, _ in moving if arm.side in self._hole_box]
         # uncovered: the clean plate where a moving arm was; then the arms over it
         for x0, y0, x1, y1 in hole_boxes:
