@@ -15,10 +15,12 @@ How the arms move (per arm, each frame):
    around shoulder → elbow → wrist → hand) gets linear-blend skinning weights to four bones —
    torso (static), upper arm, forearm and hand — that cross-fade along the arm (the first third
    of the upper arm blends into the shoulder, the elbow and the wrist over short spans).
-3. **Inverse warp.** The forward map ``p → Σ w_b(p) T_b p`` is inverted on a coarse grid by
-   trying each bone's inverse and refining it by fixed-point steps; where several parts of the
-   arm land on one pixel, the one further along the arm wins (a hand in front of the forearm,
-   an arm in front of the torso). The map is upsampled and the photo sampled once.
+3. **Mesh warp.** A triangle mesh over the region carries the weights; each frame its vertices
+   move forward (``p -> sum_b w_b(p) T_b p``), so the arm never tears, and each part (upper
+   arm, forearm, hand) is drawn in that order as its own layer: a hand in front of the forearm,
+   an arm in front of the torso. Each pixel samples the photo through its triangle's inverse
+   affine map, computed at half resolution and upsampled; the arm's region gives the alpha.
+   An arm whose pose has not changed since the last frame reuses its layers.
 4. **Layers.** The pixels the arm leaves are filled from a *clean plate*: the photo with the
    moving arm regions inpainted (OpenCV's Telea method, once, at half resolution) from the
    surrounding background and clothing, so no pixel is ever a hole; the moved arm is laid over
@@ -71,12 +73,6 @@ def _soft_clamp(x: float, limit: float) -> float:
     if a <= knee:
         return x
     return math.copysign(knee + (limit - knee) * math.tanh((a - knee) / (limit - knee)), x)
-
-
-def _inv2(a: np.ndarray) -> np.ndarray:
-    """Inverse of a 2x2 matrix (analytic: LAPACK's call overhead dominates at this size)."""
-    det = a[0, 0] * a[1, 1] - a[0, 1] * a[1, 0]
-    return np.array([[a[1, 1], -a[0, 1]], [-a[1, 0], a[0, 0]]]) / det
 
 
 def _rot(theta: float) -> np.ndarray:
@@ -242,14 +238,6 @@ class _Arm:
         st = 3
         ys, xs = np.nonzero(region[::st, ::st])
         self.samples = np.stack([xs * st + x0, ys * st + y0], 1).astype(np.float32)
-        # per bone (torso, upper arm, forearm, hand): the hull of the pixels it moves; the
-        # moved arm lies inside the union of the bones' moved hulls (a blend of rigid maps)
-        self.hulls: list[np.ndarray | None] = []
-        for kb in range(4):
-            sel = (region & (self.weights[..., kb] > 1e-3)).astype(np.uint8)
-            pts = cv2.findNonZero(sel)
-            self.hulls.append(None if pts is None else
-                              cv2.convexHull(pts).reshape(-1, 2).astype(np.float64) + [x0, y0])
         # what the moved arm samples: its colours and its region (alpha) in one image (the
         # colours are set by the layer, which holds the photo)
         self.rgba = np.zeros(shape + (4,), np.uint8)
@@ -506,36 +494,6 @@ class BodyLayer:
             out = out + wk * ((p - piv) @ R.T.astype(np.float32) + tgt.astype(np.float32))
             J += wk[:, :, None] * R.astype(np.float32)[None]
         return out, inreg, J
-
-    @staticmethod
-    def _newton(p: np.ndarray, q: np.ndarray, f: np.ndarray, J: np.ndarray) -> np.ndarray:
-        r = q - f
-        a, b, c, d = J[:, 0, 0], J[:, 0, 1], J[:, 1, 0], J[:, 1, 1]
-        det = a * d - b * c
-        ok = np.abs(det) > 0.05
-        det = np.where(ok, det, 1.0)
-        dx = np.where(ok, (d * r[:, 0] - b * r[:, 1]) / det, r[:, 0])
-        dy = np.where(ok, (-c * r[:, 0] + a * r[:, 1]) / det, r[:, 1])
-        return p + np.stack([dx, dy], 1)
-
-    def _dest_box(self, arm: _Arm, pose: _Pose) -> tuple[int, int, int, int]:
-        """Bounding box (x0, y0, x1, y1) of the moved arm: each point of the arm moves to a
-        weighted mean of its bones' rigid maps, so it lies in the union of the bones' moved
-        hulls (the torso's unmoved)."""
-        pts = []
-        for k, hull in enumerate(arm.hulls):
-            if hull is None:
-                continue
-            if k == 0:
-                pts.append(hull)
-            else:
-                pts.append((hull - pose.pivots[k - 1]) @ pose.rots[k - 1].T + pose.targets[k - 1])
-        allp = np.concatenate(pts)
-        H, W = self.photo.shape[:2]
-        return (int(max(0, math.floor(allp[:, 0].min()) - 1)),
-                int(max(0, math.floor(allp[:, 1].min()) - 1)),
-                int(min(W, math.ceil(allp[:, 0].max()) + 2)),
-                int(min(H, math.ceil(allp[:, 1].max()) + 2)))
 
     def _layer(self, arm: _Arm, pose: _Pose) -> list[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]]:
         """The moved arm as layers (box, colours, alpha), drawn in order (upper arm, forearm,
