@@ -487,3 +487,29 @@ def test_a_face_crop_skips_the_body_detector(astronaut_png, monkeypatch):
     with pytest.raises(InvalidOption):
         body_mod.photo_body(portrait, required=True)    # a pose file still runs the detector
     assert len(calls) == 1
+
+
+def test_large_bend_keeps_the_forearm_in_one_piece(figure):
+    """Bones turned far apart (the elbow bent by ~90 degrees, the wrist lifted high): the moved
+    forearm and hand stay one piece (a pixel-wise inverse of the blended map tore them apart)."""
+    n = 12
+    tr = MotionTrack.neutral(n, FPS, channels=["body.r_wrist.x", "body.r_wrist.y",
+                                               "body.r_elbow.x", "body.r_elbow.y"])
+    ramp = np.linspace(0, 1, n)
+    tr.set("body.r_wrist.x", -0.6 * ramp)
+    tr.set("body.r_wrist.y", -0.7 * ramp)
+    tr.set("body.r_elbow.x", -0.3 * ramp)
+    from echomimic.render.warp.body import BodyLayer
+
+    layer = BodyLayer.create(figure)
+    layer.prepare(list(tr.channels), tr.values)
+    frames = _render(layer, figure, tr)
+    skin = np.array([225, 180, 150])
+    for f in frames[-4:]:
+        arm = ((np.abs(f.astype(int) - skin).sum(-1) < 40)
+               | (np.abs(f.astype(int) - HAND).sum(-1) < 40)).astype(np.uint8)
+        arm[:, int(0.4 * figure.image.shape[1]):] = 0     # the image-left arm (person's right),
+        arm[:int(0.35 * figure.image.shape[0])] = 0        # not the head
+        n_lab, lab, stats, _ = cv2.connectedComponentsWithStats(arm, connectivity=8)
+        areas = np.sort(stats[1:, cv2.CC_STAT_AREA])[::-1]
+        assert areas.size and areas[0] >= 0.97 * areas.sum(), areas[:6]
