@@ -47,7 +47,7 @@ __all__ = ["BodyLayer", "MIN_SCORE", "MAX_UPPER_DEG", "MAX_BEND_DEG", "MAX_HAND_
 #: joints with a lower score are treated as not found
 MIN_SCORE = 0.3
 #: reachable-pose limits (degrees from the photo's pose), eased with a soft clamp
-MAX_UPPER_DEG = 30.0
+MAX_UPPER_DEG = 45.0
 MAX_BEND_DEG = 110.0
 MAX_HAND_DEG = 45.0
 #: the arm mesh has cells of 1/MESH_CELLS of the shoulder width
@@ -179,7 +179,7 @@ class _Arm:
         self.hand_len = float(np.hypot(*(self.tip - self.W)))
         # a forearm pointing at the camera may lengthen in the image up to a typical forearm's
         # length when it is lifted
-        self.k_max = float(np.clip(0.55 * sw / max(self.L2, 1e-6), STRETCH[1], 2.0))
+        self.k_max = float(np.clip(0.55 * sw / max(self.L2, 1e-6), STRETCH[1], 3.0))
         self._turns = np.radians(np.arange(-90.0, 90.5, 1.0))
         self.reach = self.L1 + self.L2 + self.hand_len
         h, w = mask.shape
@@ -217,7 +217,9 @@ class _Arm:
         k = np.argmin(dd, 1)
         u = np.choose(k, [t1, 1 + t2, 2 + t3])   # the hand blends into the forearm at the wrist
         inside = dd.min(1) <= 1.0
-        person = (mask[y0:y1, x0:x1] > 0.5) | (hull > 0)
+        # near the hand the person mask is soft (thin fingers): a lower threshold there, but not
+        # the background around the hand (it would move with the hand as a halo)
+        person = (mask[y0:y1, x0:x1] > 0.5) | ((hull > 0) & (mask[y0:y1, x0:x1] > 0.2))
         region = inside.reshape(shape) & person
         # the capsule must not reach above the shoulder into the neck and head
         region &= ~((u.reshape(shape) < 0.05) & (np.arange(y0, y1)[:, None] < self.S[1]))
