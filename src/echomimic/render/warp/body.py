@@ -256,8 +256,10 @@ class _Arm:
         bx = np.clip(np.round(self.mesh_v - [x0, y0]), 0, [x1 - x0 - 1, y1 - y0 - 1]).astype(np.int64)
         wv = self.weights[bx[:, 1], bx[:, 0]].astype(np.float64)
         self.mesh_w = wv
-        # cells that hold any of the region (grown by a pixel)
-        grown = cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8))
+        # cells that hold any of the region, grown by a few pixels: a part's map is computed at
+        # half resolution and fades out over a couple of pixels at the edge of its triangles,
+        # which must lie outside the region (or the region's edge would follow the cells)
+        grown = cv2.dilate(region.astype(np.uint8), np.ones((11, 11), np.uint8))
         ph, pw = (nyv - 1) * G, (nxv - 1) * G
         padded = np.zeros((ph, pw), np.uint8)
         padded[:min(ph, y1 - y0), :min(pw, x1 - x0)] = grown[:ph, :pw]
