@@ -15,12 +15,10 @@ How the arms move (per arm, each frame):
    around shoulder → elbow → wrist → hand) gets linear-blend skinning weights to four bones —
    torso (static), upper arm, forearm and hand — that cross-fade along the arm (the first third
    of the upper arm blends into the shoulder, the elbow and the wrist over short spans).
-3. **Mesh warp.** A triangle mesh over the region carries the weights; each frame its vertices
-   move forward (``p -> sum_b w_b(p) T_b p``), so the arm never tears, and each part (upper
-   arm, forearm, hand) is drawn in that order as its own layer: a hand in front of the forearm,
-   an arm in front of the torso. Each pixel samples the photo through its triangle's inverse
-   affine map, computed at half resolution and upsampled; the arm's region gives the alpha.
-   An arm whose pose has not changed since the last frame reuses its layers.
+3. **Inverse warp.** The forward map ``p → Σ w_b(p) T_b p`` is inverted on a coarse grid by
+   trying each bone's inverse and refining it by fixed-point steps; where several parts of the
+   arm land on one pixel, the one further along the arm wins (a hand in front of the forearm,
+   an arm in front of the torso). The map is upsampled and the photo sampled once.
 4. **Layers.** The pixels the arm leaves are filled from a *clean plate*: the photo with the
    moving arm regions inpainted (OpenCV's Telea method, once, at half resolution) from the
    surrounding background and clothing, so no pixel is ever a hole; the moved arm is laid over
@@ -50,8 +48,6 @@ MIN_SCORE = 0.3
 MAX_UPPER_DEG = 45.0
 MAX_BEND_DEG = 110.0
 MAX_HAND_DEG = 45.0
-#: the arm mesh has cells of 1/MESH_CELLS of the shoulder width
-MESH_CELLS = 16
 #: how much a forearm may shorten / lengthen in the image (its foreshortening changes)
 STRETCH = (0.6, 1.6)
 
@@ -73,6 +69,12 @@ def _soft_clamp(x: float, limit: float) -> float:
     if a <= knee:
         return x
     return math.copysign(knee + (limit - knee) * math.tanh((a - knee) / (limit - knee)), x)
+
+
+def _inv2(a: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x2 matrix (analytic: LAPACK's call overhead dominates at this size)."""
+    det = a[0, 0] * a[1, 1] - a[0, 1] * a[1, 0]
+    return np.array([[a[1, 1], -a[0, 1]], [-a[1, 0], a[0, 0]]]) / det
 
 
 def _rot(theta: float) -> np.ndarray:
@@ -217,9 +219,7 @@ class _Arm:
         k = np.argmin(dd, 1)
         u = np.choose(k, [t1, 1 + t2, 2 + t3])   # the hand blends into the forearm at the wrist
         inside = dd.min(1) <= 1.0
-        # near the hand the person mask is soft (thin fingers): a lower threshold there, but not
-        # the background around the hand (it would move with the hand as a halo)
-        person = (mask[y0:y1, x0:x1] > 0.5) | ((hull > 0) & (mask[y0:y1, x0:x1] > 0.2))
+        person = (mask[y0:y1, x0:x1] > 0.5) | (hull > 0)
         region = inside.reshape(shape) & person
         # the capsule must not reach above the shoulder into the neck and head
         region &= ~((u.reshape(shape) < 0.05) & (np.arange(y0, y1)[:, None] < self.S[1]))
@@ -240,54 +240,22 @@ class _Arm:
         st = 3
         ys, xs = np.nonzero(region[::st, ::st])
         self.samples = np.stack([xs * st + x0, ys * st + y0], 1).astype(np.float32)
+        # per bone (torso, upper arm, forearm, hand): the hull of the pixels it moves; the
+        # moved arm lies inside the union of the bones' moved hulls (a blend of rigid maps)
+        self.hulls: list[np.ndarray | None] = []
+        for kb in range(4):
+            sel = (region & (self.weights[..., kb] > 1e-3)).astype(np.uint8)
+            pts = cv2.findNonZero(sel)
+            self.hulls.append(None if pts is None else
+                              cv2.convexHull(pts).reshape(-1, 2).astype(np.float64) + [x0, y0])
         # what the moved arm samples: its colours and its region (alpha) in one image (the
         # colours are set by the layer, which holds the photo)
         self.rgba = np.zeros(shape + (4,), np.uint8)
         self.rgba[..., 3] = region.astype(np.uint8) * 255
-        # a triangle mesh over the region: its vertices move with the skinning (forward), so
-        # the moved arm stays in one piece however far the bones turn apart
-        G = int(max(4, round(sw / MESH_CELLS)))
-        self.mesh_step = G
-        gx = np.arange(x0, x1 + G, G, dtype=np.float64)
-        gy = np.arange(y0, y1 + G, G, dtype=np.float64)
-        nxv, nyv = len(gx), len(gy)
-        vx, vy = np.meshgrid(gx, gy)
-        self.mesh_v = np.stack([vx.ravel(), vy.ravel()], 1)
-        bx = np.clip(np.round(self.mesh_v - [x0, y0]), 0, [x1 - x0 - 1, y1 - y0 - 1]).astype(np.int64)
-        wv = self.weights[bx[:, 1], bx[:, 0]].astype(np.float64)
-        self.mesh_w = wv
-        # cells that hold any of the region, grown by a few pixels: a part's map is computed at
-        # half resolution and fades out over a couple of pixels at the edge of its triangles,
-        # which must lie outside the region (or the region's edge would follow the cells)
-        grown = cv2.dilate(region.astype(np.uint8), np.ones((11, 11), np.uint8))
-        ph, pw = (nyv - 1) * G, (nxv - 1) * G
-        padded = np.zeros((ph, pw), np.uint8)
-        padded[:min(ph, y1 - y0), :min(pw, x1 - x0)] = grown[:ph, :pw]
-        cell = padded.reshape(nyv - 1, G, nxv - 1, G).max(axis=(1, 3)) > 0
-        cy, cx = np.nonzero(cell)
-        a = cy * nxv + cx
-        b, c, d = a + 1, a + nxv, a + nxv + 1
-        tris = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
-        # drawing order: along the chain (torso, upper arm, forearm, hand), so a part further
-        # along the arm lies over the ones before it where the moved arm overlaps itself
-        chain = (wv[:, 1] + 2 * wv[:, 2] + 3 * wv[:, 3])[tris].mean(1)
-        tris = tris[np.argsort(chain, kind="stable")]
-        self.mesh_t = tris
-        # parts drawn one over the other: shoulder and upper arm, forearm, hand. A mesh cell is
-        # larger than the region it holds, so a part is its own layer: where the hand's cells
-        # hold no hand, the forearm under them shows. Each part also takes the triangles
-        # touching it, so the parts overlap at the elbow and the wrist (no crack at the seams).
-        tw = wv[tris].mean(1)
-        part = np.argmax(np.stack([tw[:, 0] + tw[:, 1], tw[:, 2], tw[:, 3]], 1), 1)
-        self.mesh_parts: list[np.ndarray] = []
-        for k in range(3):
-            own = part == k
-            if not own.any():
-                continue
-            verts = np.zeros(len(self.mesh_v), bool)
-            verts[tris[own].ravel()] = True
-            touch = verts[tris].any(1)
-            self.mesh_parts.append(np.flatnonzero(touch))
+        # where the inverse of a bone may land: the region, grown (Newton steps move it inside)
+        gr = int(max(3, round(0.1 * sw)))
+        self.near = cv2.dilate(region.astype(np.uint8),
+                               cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gr + 1, 2 * gr + 1)))
 
     # --------------------------------------------------------------------------------------
     def solve(self, m: dict[str, float]) -> _Pose:
@@ -499,76 +467,110 @@ class BodyLayer:
             J += wk[:, :, None] * R.astype(np.float32)[None]
         return out, inreg, J
 
-    def _layer(self, arm: _Arm, pose: _Pose) -> list[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]]:
-        """The moved arm as layers (box, colours, alpha), drawn in order (upper arm, forearm,
-        hand); the previous frame's when the arm's pose has not changed.
+    @staticmethod
+    def _newton(p: np.ndarray, q: np.ndarray, f: np.ndarray, J: np.ndarray) -> np.ndarray:
+        r = q - f
+        a, b, c, d = J[:, 0, 0], J[:, 0, 1], J[:, 1, 0], J[:, 1, 1]
+        det = a * d - b * c
+        ok = np.abs(det) > 0.05
+        det = np.where(ok, det, 1.0)
+        dx = np.where(ok, (d * r[:, 0] - b * r[:, 1]) / det, r[:, 0])
+        dy = np.where(ok, (-c * r[:, 0] + a * r[:, 1]) / det, r[:, 1])
+        return p + np.stack([dx, dy], 1)
 
-        The arm's mesh is moved forward by the skinning (each vertex to the weighted mean of
-        its bones' rigid maps), so the moved arm has no gaps however far its bones turn apart.
-        Each part's triangles are drawn along the chain into an index image at half resolution,
-        each pixel gets its triangle's inverse affine map (piecewise-affine warp), the map is
-        upsampled (it is continuous inside a part) and samples the photo and the arm's region
-        (the alpha)."""
+    def _dest_box(self, arm: _Arm, pose: _Pose) -> tuple[int, int, int, int]:
+        """Bounding box (x0, y0, x1, y1) of the moved arm: each point of the arm moves to a
+        weighted mean of its bones' rigid maps, so it lies in the union of the bones' moved
+        hulls (the torso's unmoved)."""
+        pts = []
+        for k, hull in enumerate(arm.hulls):
+            if hull is None:
+                continue
+            if k == 0:
+                pts.append(hull)
+            else:
+                pts.append((hull - pose.pivots[k - 1]) @ pose.rots[k - 1].T + pose.targets[k - 1])
+        allp = np.concatenate(pts)
+        H, W = self.photo.shape[:2]
+        return (int(max(0, math.floor(allp[:, 0].min()) - 1)),
+                int(max(0, math.floor(allp[:, 1].min()) - 1)),
+                int(min(W, math.ceil(allp[:, 0].max()) + 2)),
+                int(min(H, math.ceil(allp[:, 1].max()) + 2)))
+
+    def _layer(self, arm: _Arm, pose: _Pose) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
+        """(box, colours, alpha) of the moved arm; the previous frame's when the arm's pose
+        has not changed."""
         key = pose.key()
         last = self._last.get(arm.side)
         if last is not None and last[0] == key:
             return last[1]
-        V, Wv = arm.mesh_v, arm.mesh_w
-        Vd = Wv[:, :1] * V
+        bx0, by0, bx1, by1 = self._dest_box(arm, pose)
+        g = self.step
+        # a coarse grid of nodes at the centres of g x g cells: bilinear upsampling of the
+        # node values to the cells' pixels is then exactly cv2.resize (no map to read)
+        nx, ny = -(-(bx1 - bx0) // g), -(-(by1 - by0) // g)
+        off = (g - 1) / 2.0
+        gx, gy = np.meshgrid(bx0 + off + np.arange(nx) * g, by0 + off + np.arange(ny) * g)
+        q = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float64)
+        tol = np.float32(0.35 * g + 0.5)
+        # candidates: the inverse of each moving bone (upper arm, forearm, hand); where several
+        # are valid the one further along the arm wins, so the hand lies over the forearm. The
+        # torso-weighted pixels of the arm do not move: the frame already holds them.
+        n = len(q)
+        ax0, ay0, ax1, ay1 = arm.box
+        cand, owner = [], []
         for k in range(3):
-            Vd = Vd + Wv[:, k + 1:k + 2] * ((V - pose.pivots[k]) @ pose.rots[k].T + pose.targets[k])
-        tris = arm.mesh_t
+            R, piv, tgt = pose.rots[k], pose.pivots[k], pose.targets[k]
+            pk = (q - tgt) @ _inv2(R).T + piv           # inverse of p -> R (p - piv) + tgt
+            inb = np.flatnonzero((pk[:, 0] >= ax0) & (pk[:, 0] < ax1) & (pk[:, 1] >= ay0) & (pk[:, 1] < ay1))
+            if len(inb):   # only where the arm can be (Newton steps move a guess a little)
+                ij = np.minimum(pk[inb].astype(np.int64) - [ax0, ay0], [ax1 - ax0 - 1, ay1 - ay0 - 1])
+                inb = inb[arm.near[ij[:, 1], ij[:, 0]] > 0]
+            cand.append(pk[inb])
+            owner.append(np.column_stack([np.full(len(inb), k), inb]))
+        P = np.concatenate(cand).astype(np.float32)
+        own = np.concatenate(owner)
+        Q = q[own[:, 1]].astype(np.float32)
+        best_p = q.astype(np.float32)
+        chosen = np.zeros(n, bool)
+        if len(P):
+            f, inreg, J = self._forward(arm, pose, P)
+            res = np.hypot(*(f - Q).T)
+            # refine where the blend of bones makes the single-bone inverse inexact
+            for _ in range(3):
+                bad = np.flatnonzero((res >= 0.1) & (res < 4 * self.sw))
+                if not len(bad):
+                    break
+                Pb = self._newton(P[bad], Q[bad], f[bad], J[bad])
+                fb, ib, Jb = self._forward(arm, pose, Pb)
+                P[bad], f[bad], inreg[bad], J[bad] = Pb, fb, ib, Jb
+                res[bad] = np.hypot(*(fb - Q[bad]).T)
+            valid = (res < tol) & (inreg > 0.5)
+            # order so that for each grid point the last write is the preferred candidate:
+            # invalid ones by decreasing residual first, then valid ones by bone
+            order = np.lexsort((own[:, 0], np.where(valid, 0.0, -res), valid))
+            qi = own[order, 1]
+            best_p[qi] = P[order]
+            chosen[qi] = valid[order]
         H, W = self.photo.shape[:2]
-        ax0, ay0 = arm.box[0], arm.box[1]
-        d = Vd[tris]                                   # (T, 3, 2) destination triangles
-        sv = V[tris]                                   # (T, 3, 2) source triangles
-        e1, e2 = d[:, 1] - d[:, 0], d[:, 2] - d[:, 0]
-        det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-        ok = np.abs(det) > 1e-3
-        # backward affine of each triangle: destination -> source (arm box coordinates)
-        inv = np.zeros((len(tris), 2, 2))
-        dd = np.where(ok, det, 1.0)
-        inv[:, 0, 0], inv[:, 0, 1] = e2[:, 1] / dd, -e2[:, 0] / dd
-        inv[:, 1, 0], inv[:, 1, 1] = -e1[:, 1] / dd, e1[:, 0] / dd
-        S = np.stack([sv[:, 1] - sv[:, 0], sv[:, 2] - sv[:, 0]], 2)   # (T, 2, 2)
-        A = np.einsum("tij,tjk->tik", S, inv)          # source offset = A (q - d0)
-        c = sv[:, 0] - np.einsum("tij,tj->ti", A, d[:, 0]) - [ax0, ay0]
-        aff = np.concatenate([A.reshape(-1, 4), c], 1).astype(np.float32)   # a00 a01 a10 a11 c0 c1
-        out = []
-        for sel in arm.mesh_parts:
-            used = d[sel].reshape(-1, 2)
-            bx0 = int(max(0, math.floor(used[:, 0].min()) - 2))
-            by0 = int(max(0, math.floor(used[:, 1].min()) - 2))
-            bx1 = int(min(W, math.ceil(used[:, 0].max()) + 3))
-            by1 = int(min(H, math.ceil(used[:, 1].max()) + 3))
-            h, w = by1 - by0, bx1 - bx0
-            if h <= 0 or w <= 0:
-                continue
-            # half resolution: node (i, j) stands for the full-resolution point (2j + 0.5, 2i + 0.5)
-            hh, hw = (h + 1) // 2, (w + 1) // 2
-            ids = np.full((hh, hw), -1, np.int32)
-            p4 = np.round((d[sel] - [bx0 + 0.5, by0 + 0.5]) * 2).astype(np.int32)   # (x/2) * 4
-            for k in np.flatnonzero(ok[sel]):
-                cv2.fillConvexPoly(ids, p4[k], int(sel[k]), lineType=cv2.LINE_8, shift=2)
-            yy, xx = np.nonzero(ids >= 0)
-            if not len(yy):
-                continue
-            t = aff[ids[yy, xx]]
-            px = (2 * xx + (bx0 + 0.5)).astype(np.float32)
-            py = (2 * yy + (by0 + 0.5)).astype(np.float32)
-            half = np.full((hh, hw, 2), -1e4, np.float32)
-            half[yy, xx, 0] = t[:, 0] * px + t[:, 1] * py + t[:, 4]
-            half[yy, xx, 1] = t[:, 2] * px + t[:, 3] * py + t[:, 5]
-            mxy = cv2.resize(half, (2 * hw, 2 * hh), interpolation=cv2.INTER_LINEAR)
-            if mxy.shape[:2] != (h, w):
-                mxy = np.ascontiguousarray(mxy[:h, :w])
-            rgba = cv2.remap(arm.rgba, mxy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                             borderValue=(0, 0, 0, 0))
-            col = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
-            alpha = rgba[..., 3].astype(np.float32)
-            alpha *= np.float32(1.0 / 255.0)
-            alpha *= self.env_f[by0:by1, bx0:bx1]
-            out.append(((bx0, by0, bx1, by1), col, alpha))
+        bx1, by1 = min(W, bx0 + nx * g), min(H, by0 + ny * g)
+        h, w = by1 - by0, bx1 - bx0
+        grid = best_p.reshape(ny, nx, 2) - np.float32([ax0, ay0])
+        okg = chosen.reshape(ny, nx).astype(np.float32)
+        mxy = cv2.resize(grid, (nx * g, ny * g), interpolation=cv2.INTER_LINEAR)
+        if mxy.shape[:2] != (h, w):             # the last cells hang over the image's edge
+            mxy = np.ascontiguousarray(mxy[:h, :w])
+        # alpha: the arm's region where it lands, faded out towards nodes without a valid
+        # inverse
+        rgba = cv2.remap(arm.rgba, mxy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=(0, 0, 0, 0))
+        col = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
+        alpha = rgba[..., 3].astype(np.float32)
+        alpha *= np.float32(1.0 / 255.0)
+        okf = cv2.resize(okg, (nx * g, ny * g), interpolation=cv2.INTER_LINEAR)[:h, :w]
+        alpha *= np.clip((okf - 0.5) * 4.0 + 0.5, 0.0, 1.0)
+        alpha *= self.env_f[by0:by1, bx0:bx1]
+        out = ((bx0, by0, bx1, by1), col, alpha)
         self._last[arm.side] = (key, out)
         return out
 
@@ -592,7 +594,7 @@ class BodyLayer:
         if not moving:
             return frame
         self.stats["moved_frames"] += 1
-        layers = [lay for arm, pose in moving for lay in self._layer(arm, pose)]
+        layers = [self._layer(arm, pose) for arm, pose in moving]
         hole_boxes = [self._hole_box[arm.side] for arm, _ in moving if arm.side in self._hole_box]
         # uncovered: the clean plate where a moving arm was; then the arms over it
         for x0, y0, x1, y1 in hole_boxes:
