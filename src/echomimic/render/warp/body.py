@@ -219,7 +219,9 @@ class _Arm:
         k = np.argmin(dd, 1)
         u = np.choose(k, [t1, 1 + t2, 2 + t3])   # the hand blends into the forearm at the wrist
         inside = dd.min(1) <= 1.0
-        person = (mask[y0:y1, x0:x1] > 0.5) | (hull > 0)
+        # near the hand the person mask is soft (thin fingers): a lower threshold there, but not
+        # the background around the hand (it would move with the hand as a halo)
+        person = (mask[y0:y1, x0:x1] > 0.5) | ((hull > 0) & (mask[y0:y1, x0:x1] > 0.2))
         region = inside.reshape(shape) & person
         # the capsule must not reach above the shoulder into the neck and head
         region &= ~((u.reshape(shape) < 0.05) & (np.arange(y0, y1)[:, None] < self.S[1]))
