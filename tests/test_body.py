@@ -300,6 +300,32 @@ def test_pose_retargeting_relative_scales_to_the_photo(figure):
     assert a.get("body.r_wrist.x")[0] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_wrist_follows_the_hand_models_wrist_when_the_hand_is_found(figure):
+    """A video's pose model places the wrist coarsely; where the hand model found the hand its
+    wrist point leads, and where the hand is lost the body's wrist takes over without a jump."""
+    from echomimic.render.warp.body import skeleton_pixels
+
+    body, hands = skeleton_pixels(figure.body, figure.image.shape)
+    n = 48
+    seq = _pose_sequence(n)
+    j = BODY_JOINTS.index("r_wrist")
+    hand_xy = seq.body[:, j, :2].copy()
+    rng = np.random.default_rng(3)
+    # the pose model's wrist: off by a constant and jittering; the hand's wrist: the true path
+    seq.body[:, j, :2] += 0.05 + rng.normal(0, 0.004, (n, 2))
+    seq.hands[:, 1, 0, :2] = hand_xy
+    seq.hands[:, 1, 0, 2] = 0.9
+    seq.hands[30:, 1, 0, 2] = 0.0                 # the hand is lost for the last frames
+    t = pose_body_track(seq, body, hands, image_size=(320, 320), n_frames=n, fps=24.0, smooth=0)
+    x = t.get("body.r_wrist.x")
+    sw = 150.0
+    want = (hand_xy[:, 0] - hand_xy[0, 0]) * 512 / sw
+    np.testing.assert_allclose(x[:30], want[:30], atol=1e-3)
+    # where the hand is lost: the pose model's wrist shifted by the median offset (without the
+    # shift the track would jump by 0.05 * 512 / 150 = 0.17 shoulder widths)
+    assert np.abs(x[30:] - want[30:]).max() < 0.06
+
+
 def test_short_pose_sequence_loops_and_never_cuts(figure):
     from echomimic.render.warp.body import skeleton_pixels
 
@@ -461,3 +487,29 @@ def test_a_face_crop_skips_the_body_detector(astronaut_png, monkeypatch):
     with pytest.raises(InvalidOption):
         body_mod.photo_body(portrait, required=True)    # a pose file still runs the detector
     assert len(calls) == 1
+
+
+def test_large_bend_keeps_the_forearm_in_one_piece(figure):
+    """Bones turned far apart (the elbow bent by ~90 degrees, the wrist lifted high): the moved
+    forearm and hand stay one piece (a pixel-wise inverse of the blended map tore them apart)."""
+    n = 12
+    tr = MotionTrack.neutral(n, FPS, channels=["body.r_wrist.x", "body.r_wrist.y",
+                                               "body.r_elbow.x", "body.r_elbow.y"])
+    ramp = np.linspace(0, 1, n)
+    tr.set("body.r_wrist.x", -0.6 * ramp)
+    tr.set("body.r_wrist.y", -0.7 * ramp)
+    tr.set("body.r_elbow.x", -0.3 * ramp)
+    from echomimic.render.warp.body import BodyLayer
+
+    layer = BodyLayer.create(figure)
+    layer.prepare(list(tr.channels), tr.values)
+    frames = _render(layer, figure, tr)
+    skin = np.array([225, 180, 150])
+    for f in frames[-4:]:
+        arm = ((np.abs(f.astype(int) - skin).sum(-1) < 40)
+               | (np.abs(f.astype(int) - HAND).sum(-1) < 40)).astype(np.uint8)
+        arm[:, int(0.4 * figure.image.shape[1]):] = 0     # the image-left arm (person's right),
+        arm[:int(0.35 * figure.image.shape[0])] = 0        # not the head
+        n_lab, lab, stats, _ = cv2.connectedComponentsWithStats(arm, connectivity=8)
+        areas = np.sort(stats[1:, cv2.CC_STAT_AREA])[::-1]
+        assert areas.size and areas[0] >= 0.97 * areas.sum(), areas[:6]

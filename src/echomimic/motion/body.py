@@ -81,6 +81,27 @@ def sequence_shoulder_width(body_px: np.ndarray) -> float:
     return float(np.median(np.hypot(*(body_px[ok, 2, :2] - body_px[ok, 5, :2]).T)))
 
 
+def _wrists_from_hands(body: np.ndarray, hands: np.ndarray) -> np.ndarray:
+    """``body`` (F, 18, 3) with each wrist taken from its hand's wrist point where the hand model
+    found the hand. A whole-body pose model places the wrist coarsely (MediaPipe Pose's wrist
+    follows the hand's own wrist point with r ~0.8 on a gesturing speaker); the hand model's
+    is sharper. Where the hand is missing, the body's wrist is used, shifted by the median
+    offset between the two, so the track does not jump when the hand is lost or found."""
+    out = body.copy()
+    for slot, j in ((0, BODY_JOINTS.index("l_wrist")), (1, BODY_JOINTS.index("r_wrist"))):
+        hw, bw = hands[:, slot, 0], body[:, j]
+        have = hw[:, 2] > MIN_SCORE
+        if not have.any():
+            continue
+        both = have & (bw[:, 2] > MIN_SCORE)
+        off = np.median(hw[both, :2] - bw[both, :2], axis=0) if both.any() else np.zeros(2)
+        w = out[:, j]
+        w[~have, :2] = bw[~have, :2] + off
+        w[have] = hw[have]
+        w[have, 2] = np.maximum(hw[have, 2], bw[have, 2])
+    return out
+
+
 def _loop_index(n_out: int, n_src: int, loop: str) -> tuple[np.ndarray, np.ndarray]:
     """(source frame position for each output frame (float), weight of the sequence in [0, 1])."""
     i = np.arange(n_out, dtype=np.float64)
@@ -139,6 +160,7 @@ def pose_body_track(seq: Any, rest_px: np.ndarray, rest_hands_px: np.ndarray | N
     if not absolute and sw_seq <= 0:
         raise InvalidOption("the pose sequence never shows both shoulders; cannot scale its "
                             "motion to the photo (try absolute=True)")
+    body = _wrists_from_hands(body, hands)
     points: list[tuple[str, np.ndarray, np.ndarray | None]] = []
     for j, name in enumerate(BODY_JOINTS):
         points.append((f"body.{name}", body[:, j], rest_px[j]))

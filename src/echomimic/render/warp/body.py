@@ -108,8 +108,17 @@ class _Pose:
     targets: list[np.ndarray]   # moved pivots S', E', W'
 
     def is_rest(self) -> bool:
-        return all(np.allclose(R, np.eye(2), atol=1e-6) for R in self.rots) and all(
-            np.allclose(p, t, atol=1e-4) for p, t in zip(self.pivots, self.targets))
+        return (max(abs(R[0, 0] - 1.0) + abs(R[1, 1] - 1.0) + abs(R[0, 1]) + abs(R[1, 0])
+                    for R in self.rots) <= 1e-6
+                and max(float(np.abs(p - t).max()) for p, t in zip(self.pivots, self.targets))
+                <= 1e-4)
+
+    def key(self) -> bytes:
+        """Equal for poses whose drawn layers are indistinguishable (rotations to 1e-4,
+        positions to 1/32 pixel): the layer of the previous frame is reused."""
+        r = np.round(np.concatenate([np.ravel(R) for R in self.rots]) * 1e4)
+        t = np.round(np.concatenate(self.targets) * 32.0)
+        return np.concatenate([r, t]).astype(np.int64).tobytes()
 
 
 def skeleton_pixels(pose, shape: tuple[int, ...]) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -210,7 +219,9 @@ class _Arm:
         k = np.argmin(dd, 1)
         u = np.choose(k, [t1, 1 + t2, 2 + t3])   # the hand blends into the forearm at the wrist
         inside = dd.min(1) <= 1.0
-        person = (mask[y0:y1, x0:x1] > 0.5) | (hull > 0)
+        # near the hand the person mask is soft (thin fingers): a lower threshold there, but not
+        # the background around the hand (it would move with the hand as a halo)
+        person = (mask[y0:y1, x0:x1] > 0.5) | ((hull > 0) & (mask[y0:y1, x0:x1] > 0.2))
         region = inside.reshape(shape) & person
         # the capsule must not reach above the shoulder into the neck and head
         region &= ~((u.reshape(shape) < 0.05) & (np.arange(y0, y1)[:, None] < self.S[1]))
@@ -222,6 +233,7 @@ class _Arm:
         self.weights = np.ascontiguousarray(wts.astype(np.float32))
         self.region = region
         self.region_f = region.astype(np.float32)
+        self.wr = np.ascontiguousarray(np.dstack([self.weights[..., 1:], self.region_f]))
         # pixels that can move (more than a trace of arm weight), and those that move far
         # enough to uncover what is behind them (the forearm and hand; the upper arm turns
         # about the shoulder and mostly covers its own place)
@@ -230,6 +242,22 @@ class _Arm:
         st = 3
         ys, xs = np.nonzero(region[::st, ::st])
         self.samples = np.stack([xs * st + x0, ys * st + y0], 1).astype(np.float32)
+        # per bone (torso, upper arm, forearm, hand): the hull of the pixels it moves; the
+        # moved arm lies inside the union of the bones' moved hulls (a blend of rigid maps)
+        self.hulls: list[np.ndarray | None] = []
+        for kb in range(4):
+            sel = (region & (self.weights[..., kb] > 1e-3)).astype(np.uint8)
+            pts = cv2.findNonZero(sel)
+            self.hulls.append(None if pts is None else
+                              cv2.convexHull(pts).reshape(-1, 2).astype(np.float64) + [x0, y0])
+        # what the moved arm samples: its colours and its region (alpha) in one image (the
+        # colours are set by the layer, which holds the photo)
+        self.rgba = np.zeros(shape + (4,), np.uint8)
+        self.rgba[..., 3] = region.astype(np.uint8) * 255
+        # where the inverse of a bone may land: the region, grown (Newton steps move it inside)
+        gr = int(max(3, round(0.1 * sw)))
+        self.near = cv2.dilate(region.astype(np.uint8),
+                               cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gr + 1, 2 * gr + 1)))
 
     # --------------------------------------------------------------------------------------
     def solve(self, m: dict[str, float]) -> _Pose:
@@ -292,9 +320,12 @@ class BodyLayer:
         self.photo = img
         H, W = img.shape[:2]
         self.arms = arms
+        for arm in arms:
+            x0, y0, x1, y1 = arm.box
+            arm.rgba[..., :3] = img[y0:y1, x0:x1]
         self.sw = sw
+        self._last: dict[str, tuple[bytes, tuple]] = {}
         self.step = int(max(3, round(sw / 30)))
-        self._up: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._dirty: dict[int, list[tuple[int, int, int, int]]] = {}
         pm = np.asarray(portrait.person_mask) > 0.5
         self.person = pm
@@ -312,6 +343,14 @@ class BodyLayer:
             hole[y0:y1, x0:x1] |= arm.uncovering.astype(np.uint8)
         hole = cv2.dilate(hole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
         self.hole = hole.astype(bool)
+        # per arm: the tight box of its part of the clean plate's area
+        self._hole_box: dict[str, tuple[int, int, int, int]] = {}
+        for arm in arms:
+            x0, y0, x1, y1 = arm.box
+            pts = cv2.findNonZero(self.hole[y0:y1, x0:x1].astype(np.uint8))
+            if pts is not None:
+                bx, by, bw, bh = cv2.boundingRect(pts)
+                self._hole_box[arm.side] = (x0 + bx, y0 + by, x0 + bx + bw, y0 + by + bh)
         self.plate = self._inpaint(img, self.hole)
         self.stats: dict[str, float] = {"frames": 0, "moved_frames": 0, "disoccluded_px_max": 0,
                                         "disoccluded_px_sum": 0}
@@ -413,10 +452,12 @@ class BodyLayer:
         pp = np.concatenate([p, np.full((pad, 2), -1e4)]) if pad else p
         mx = (pp[:, 0] - x0).astype(np.float32).reshape(-1, 1024)
         my = (pp[:, 1] - y0).astype(np.float32).reshape(-1, 1024)
-        w = cv2.remap(arm.weights, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                      borderValue=(1.0, 0.0, 0.0, 0.0)).reshape(-1, 4)[:n]
-        inreg = cv2.remap(arm.region_f, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=0.0).reshape(-1)[:n]
+        # one lookup: the three moving bones' weights (the torso's is the rest of 1) and the
+        # region
+        w = cv2.remap(arm.wr, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                      borderValue=(0.0, 0.0, 0.0, 0.0)).reshape(-1, 4)[:n]
+        inreg = w[:, 3]
+        w = np.concatenate([1.0 - w[:, :3].sum(1, keepdims=True), w[:, :3]], 1)
         out = w[:, :1] * p
         J = np.zeros((n, 2, 2), np.float32)
         J[:, 0, 0] = w[:, 0]
@@ -440,22 +481,38 @@ class BodyLayer:
         return p + np.stack([dx, dy], 1)
 
     def _dest_box(self, arm: _Arm, pose: _Pose) -> tuple[int, int, int, int]:
-        x0, y0, x1, y1 = arm.box
-        corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64)
-        pts = [corners]
-        for k in range(3):
-            pts.append((corners - pose.pivots[k]) @ pose.rots[k].T + pose.targets[k])
+        """Bounding box (x0, y0, x1, y1) of the moved arm: each point of the arm moves to a
+        weighted mean of its bones' rigid maps, so it lies in the union of the bones' moved
+        hulls (the torso's unmoved)."""
+        pts = []
+        for k, hull in enumerate(arm.hulls):
+            if hull is None:
+                continue
+            if k == 0:
+                pts.append(hull)
+            else:
+                pts.append((hull - pose.pivots[k - 1]) @ pose.rots[k - 1].T + pose.targets[k - 1])
         allp = np.concatenate(pts)
         H, W = self.photo.shape[:2]
-        return (int(max(0, math.floor(allp[:, 0].min()))), int(max(0, math.floor(allp[:, 1].min()))),
-                int(min(W, math.ceil(allp[:, 0].max()) + 1)), int(min(H, math.ceil(allp[:, 1].max()) + 1)))
+        return (int(max(0, math.floor(allp[:, 0].min()) - 1)),
+                int(max(0, math.floor(allp[:, 1].min()) - 1)),
+                int(min(W, math.ceil(allp[:, 0].max()) + 2)),
+                int(min(H, math.ceil(allp[:, 1].max()) + 2)))
 
     def _layer(self, arm: _Arm, pose: _Pose) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
-        """(box, colours, alpha) of the moved arm."""
+        """(box, colours, alpha) of the moved arm; the previous frame's when the arm's pose
+        has not changed."""
+        key = pose.key()
+        last = self._last.get(arm.side)
+        if last is not None and last[0] == key:
+            return last[1]
         bx0, by0, bx1, by1 = self._dest_box(arm, pose)
         g = self.step
-        nx, ny = -(-(bx1 - bx0) // g) + 1, -(-(by1 - by0) // g) + 1
-        gx, gy = np.meshgrid(bx0 + np.arange(nx) * g, by0 + np.arange(ny) * g)
+        # a coarse grid of nodes at the centres of g x g cells: bilinear upsampling of the
+        # node values to the cells' pixels is then exactly cv2.resize (no map to read)
+        nx, ny = -(-(bx1 - bx0) // g), -(-(by1 - by0) // g)
+        off = (g - 1) / 2.0
+        gx, gy = np.meshgrid(bx0 + off + np.arange(nx) * g, by0 + off + np.arange(ny) * g)
         q = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float64)
         tol = np.float32(0.35 * g + 0.5)
         # candidates: the inverse of each moving bone (upper arm, forearm, hand); where several
@@ -468,14 +525,16 @@ class BodyLayer:
             R, piv, tgt = pose.rots[k], pose.pivots[k], pose.targets[k]
             pk = (q - tgt) @ _inv2(R).T + piv           # inverse of p -> R (p - piv) + tgt
             inb = np.flatnonzero((pk[:, 0] >= ax0) & (pk[:, 0] < ax1) & (pk[:, 1] >= ay0) & (pk[:, 1] < ay1))
+            if len(inb):   # only where the arm can be (Newton steps move a guess a little)
+                ij = np.minimum(pk[inb].astype(np.int64) - [ax0, ay0], [ax1 - ax0 - 1, ay1 - ay0 - 1])
+                inb = inb[arm.near[ij[:, 1], ij[:, 0]] > 0]
             cand.append(pk[inb])
             owner.append(np.column_stack([np.full(len(inb), k), inb]))
         P = np.concatenate(cand).astype(np.float32)
         own = np.concatenate(owner)
         Q = q[own[:, 1]].astype(np.float32)
-        best_p = q.astype(np.float32).copy()
+        best_p = q.astype(np.float32)
         chosen = np.zeros(n, bool)
-        best_res = np.full(n, np.inf, np.float32)
         if len(P):
             f, inreg, J = self._forward(arm, pose, P)
             res = np.hypot(*(f - Q).T)
@@ -494,32 +553,28 @@ class BodyLayer:
             order = np.lexsort((own[:, 0], np.where(valid, 0.0, -res), valid))
             qi = own[order, 1]
             best_p[qi] = P[order]
-            best_res[qi] = res[order]
             chosen[qi] = valid[order]
+        H, W = self.photo.shape[:2]
+        bx1, by1 = min(W, bx0 + nx * g), min(H, by0 + ny * g)
         h, w = by1 - by0, bx1 - bx0
-        P = best_p.reshape(ny, nx, 2).astype(np.float32)
-        ok = (chosen & (best_res < tol)).reshape(ny, nx).astype(np.float32)
-        # grid node j sits at pixel bx0 + j*g: upsample with node-aligned coordinates
-        key = (h, w, g)
-        if key not in self._up:
-            if len(self._up) > 64:
-                self._up.clear()
-            self._up[key] = ((np.arange(w, dtype=np.float32) / g)[None, :].repeat(h, 0),
-                             (np.arange(h, dtype=np.float32) / g)[:, None].repeat(w, 1))
-        sx, sy = self._up[key]
-        x0, y0 = arm.box[0], arm.box[1]
-        # one remap upsamples the map and its validity; the map in the arm box's coordinates
-        # samples the arm's region (alpha), in the frame's the photo (colours)
-        grid = np.dstack([P[..., 0] - x0, P[..., 1] - y0, ok])
-        up = cv2.remap(grid, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        mbx, mby, okf = cv2.split(up)
-        alpha = cv2.remap(arm.region_f, mbx, mby, cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-        mapx, mapy = mbx + np.float32(x0), mby + np.float32(y0)
+        grid = best_p.reshape(ny, nx, 2) - np.float32([ax0, ay0])
+        okg = chosen.reshape(ny, nx).astype(np.float32)
+        mxy = cv2.resize(grid, (nx * g, ny * g), interpolation=cv2.INTER_LINEAR)
+        if mxy.shape[:2] != (h, w):             # the last cells hang over the image's edge
+            mxy = np.ascontiguousarray(mxy[:h, :w])
+        # alpha: the arm's region where it lands, faded out towards nodes without a valid
+        # inverse
+        rgba = cv2.remap(arm.rgba, mxy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=(0, 0, 0, 0))
+        col = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
+        alpha = rgba[..., 3].astype(np.float32)
+        alpha *= np.float32(1.0 / 255.0)
+        okf = cv2.resize(okg, (nx * g, ny * g), interpolation=cv2.INTER_LINEAR)[:h, :w]
         alpha *= np.clip((okf - 0.5) * 4.0 + 0.5, 0.0, 1.0)
         alpha *= self.env_f[by0:by1, bx0:bx1]
-        col = cv2.remap(self.photo, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return (bx0, by0, bx1, by1), col, alpha
+        out = ((bx0, by0, bx1, by1), col, alpha)
+        self._last[arm.side] = (key, out)
+        return out
 
     def restore(self, frame: np.ndarray) -> None:
         """Put the photo back where this layer drew into ``frame`` last time (frame buffers are
@@ -541,34 +596,25 @@ class BodyLayer:
         if not moving:
             return frame
         self.stats["moved_frames"] += 1
-        layers = []
-        for arm, pose in moving:
-            layers.append(self._layer(arm, pose))
+        layers = [self._layer(arm, pose) for arm, pose in moving]
+        hole_boxes = [self._hole_box[arm.side] for arm, _ in moving if arm.side in self._hole_box]
         # uncovered: the clean plate where a moving arm was; then the arms over it
-        for arm, _ in moving:
-            x0, y0, x1, y1 = arm.box
+        for x0, y0, x1, y1 in hole_boxes:
             np.copyto(frame[y0:y1, x0:x1], self.plate[y0:y1, x0:x1],
                       where=self.hole[y0:y1, x0:x1, None])
         for (bx0, by0, bx1, by1), col, alpha in layers:
-            on = alpha > 0.0
-            rows, cols = np.flatnonzero(on.any(1)), np.flatnonzero(on.any(0))
-            if not len(rows):
-                continue
-            r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-            dst = frame[by0 + r0:by0 + r1, bx0 + c0:bx0 + c1]
-            a = np.ascontiguousarray(alpha[r0:r1, c0:c1])
-            blended = cv2.blendLinear(np.ascontiguousarray(col[r0:r1, c0:c1]), dst, a, 1.0 - a)
-            np.copyto(dst, blended, where=on[r0:r1, c0:c1, None])
+            # where alpha is 0 the blend gives the frame's pixel back exactly
+            dst = frame[by0:by1, bx0:bx1]
+            dst[...] = cv2.blendLinear(col, dst, alpha, 1.0 - alpha)
         # disoccluded: plate pixels no arm covers
         hole_px = 0
-        for arm, _ in moving:
-            x0, y0, x1, y1 = arm.box
-            cover = np.zeros((y1 - y0, x1 - x0), bool)
+        for x0, y0, x1, y1 in hole_boxes:
+            open_ = self.hole[y0:y1, x0:x1].copy()
             for (bx0, by0, bx1, by1), _, alpha in layers:
                 ix0, iy0, ix1, iy1 = max(x0, bx0), max(y0, by0), min(x1, bx1), min(y1, by1)
                 if ix1 > ix0 and iy1 > iy0:
-                    cover[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] |= alpha[iy0 - by0:iy1 - by0, ix0 - bx0:ix1 - bx0] > 0.5
-            hole_px += int((self.hole[y0:y1, x0:x1] & ~cover).sum())
+                    open_[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] &= alpha[iy0 - by0:iy1 - by0, ix0 - bx0:ix1 - bx0] <= 0.5
+            hole_px += int(np.count_nonzero(open_))
         self._dirty[id(frame)] = [arm.box for arm, _ in moving] + [box for box, _, _ in layers]
         if len(self._dirty) > 256:
             self._dirty.clear()
