@@ -107,8 +107,8 @@ def test_live_window_follows_the_whole_clip_analysis(speech_en):
     opened = []
     for i in range(40, x.size // 160 - 10, 4):               # one frame (40 ms) at a time
         end = (i + 8) * 160                                   # 80 ms of lookahead
-        an.update(x[:end], 0, end)
-        sp = an.window(x[:end], 0, i - 30, i + 8)
+        an.update(x[:end], 0, end, upto=i + 8)
+        sp = an.window(i - 30, i + 8)
         opened.append((sp.articulation["open"][30:34].mean(),
                        whole.articulation["open"][i:i + 4].mean()))
     live, ref = np.array(opened).T

@@ -358,6 +358,8 @@ class LiveAnalyzer:
         self.spec = np.zeros((k, 22), np.float32)      # 16 log-mel + 6 scalars
         self.f12 = np.full((k, 2), np.nan)
         self.done = 0                                   # hops 0:done are computed (absolute)
+        self.valid = 0                                  # hops 0:valid hold rows (the
+        #                                                 last ones provisional)
         self._silence = None                            # the rows of digital silence
 
     # per-hop features --------------------------------------------------------------------
@@ -403,48 +405,47 @@ class LiveAnalyzer:
                                         spec.zcr, np.zeros_like(spec.zcr)], axis=1)
         self.f12[idx, 0], self.f12[idx, 1] = spec.f1, spec.f2
 
-    def update(self, x: np.ndarray, x0: int, end: int, *, min_hops: int = 1) -> None:
+    def update(self, x: np.ndarray, x0: int, end: int, *, min_hops: int = 1,
+               upto: int | None = None) -> None:
         """Compute the hops whose window lies before absolute sample ``end`` (the samples
         ``x`` start at absolute sample ``x0``), once at least ``min_hops`` of them are new (a
-        batch costs little more than one hop)."""
+        batch costs little more than one hop). With ``upto``, hops up to ``upto`` whose window
+        is not complete yet are computed too, from the samples there are (zeros after them),
+        as an analysis of the audio so far would; they are computed again once complete."""
         hs = self.hop_samples
         last = (end - self._RIGHT - hs // 2) // hs + 1   # hops 0:last are complete
         j0 = max(self.done, last - self.size)
-        if last - j0 < max(1, min_hops):
+        stop = max(last, int(upto) if upto is not None else 0)
+        if stop - j0 < max(1, min_hops) and not (upto is not None and stop > j0):
             return
-        a, b = j0 * hs - 300 - x0, last * hs + 300 - x0
+        a, b = j0 * hs - 300 - x0, stop * hs + 300 - x0
         if not np.any(x[max(0, a):max(0, b)]):          # digital silence: known rows
             if self._silence is None:
                 self._silence = self._features(np.zeros(1, np.float32), -10 ** 6, 0, 1)
             db, vad, pitch, spec = self._silence
-            m = last - j0
+            m = stop - j0
             spec = Spectral(*(np.repeat(getattr(spec, f), m, axis=0) for f in
                               ("logmel", "centroid", "tilt", "high", "low", "zcr", "f1", "f2")))
             self._store(j0, np.repeat(db, m), np.repeat(vad, m), np.repeat(pitch, m), spec)
         else:
-            db, vad, pitch, spec = self._features(x, x0, j0, last)
+            db, vad, pitch, spec = self._features(x, x0, j0, stop)
             self._store(j0, db, vad, pitch, spec)
-        self.done = last
+        self.done = max(self.done, last)
+        self.valid = stop
 
     # window-level steps --------------------------------------------------------------------
 
-    def window(self, x: np.ndarray, x0: int, j0: int, j1: int) -> Speech:
-        """The :class:`Speech` of absolute hops ``j0:j1`` (time 0 = hop ``j0``'s start)."""
+    def window(self, j0: int, j1: int) -> Speech:
+        """The :class:`Speech` of absolute hops ``j0:j1`` (time 0 = hop ``j0``'s start), after
+        :meth:`update` with ``upto >= j1``."""
+        if j1 > self.valid:
+            raise ValueError(f"hops up to {j1} are not analysed yet (update(upto=...) first)")
         hs = self.hop_samples
-        j1c = min(j1, self.done)
-        rows = [self._rows(j0, j1c)]
-        if j1 > j1c:                                    # not complete yet: provisional
-            db, vad, pitch, spec = self._features(x, x0, max(j0, j1c), j1)
-            rows.append((db, vad, pitch, spec.logmel,
-                         np.stack([spec.centroid, spec.tilt, spec.high, spec.low, spec.zcr,
-                                   np.zeros_like(spec.zcr)], axis=1),
-                         np.stack([spec.f1, spec.f2], axis=1)))
-        db, vad, pitch, mel, sc, f12 = (np.concatenate(c) for c in zip(*rows))
+        db, vad, pitch, mel, sc, f12 = self._rows(j0, j1)
         n = db.size
         # levels over the recent history (running estimates of the clip's levels)
-        h0 = max(0, j1c - int(round(LIVE_LEVEL_S / self.hop)), j1c - self.size)
-        hist = self.db[np.arange(h0, j1c) % self.size] if j1c > h0 else db
-        hist = np.concatenate([hist, db[j1c - j0:]]) if j1 > j1c else hist
+        h0 = max(0, j1 - int(round(LIVE_LEVEL_S / self.hop)), j1 - self.size)
+        hist = self.db[np.arange(h0, j1) % self.size] if j1 > h0 else db
         act, floor, active = self._activity(db, vad, hist)
         spec = Spectral(logmel=mel, centroid=sc[:, 0], tilt=sc[:, 1], high=sc[:, 2],
                         low=sc[:, 3], zcr=sc[:, 4], f1=np.where(active, f12[:, 0], np.nan),

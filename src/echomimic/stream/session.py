@@ -665,8 +665,8 @@ class Stream:
         an = self._analyzer
         hs = an.hop_samples
         j0, j1 = w0 // hs, -(-w1 // hs)
-        an.update(self._hist, self._hist_start, self.intake)
-        speech = an.window(self._hist, self._hist_start, j0, j1)
+        an.update(self._hist, self._hist_start, self.intake, upto=j1)
+        speech = an.window(j0, j1)
         if phones:
             speech = _with_phones(speech, phones, (w0 - j0 * hs) / SAMPLE_RATE)
         frac = (w0 - j0 * hs) / hs
