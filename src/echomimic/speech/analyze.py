@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import AudioError, InvalidOption
+from ..errors import AudioError
 from ..types import ARTICULATION_KEYS, Audio, Speech
 from . import acoustic
 from .activity import speech_activity
@@ -129,21 +129,6 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _recognizer_curves(fr: Frames, start: int = 0, stop: int | None = None):
-    from .recognize import recognize_phones
-
-    hs = fr.hop_samples
-    stop = fr.n if stop is None else stop
-    seg = fr.x[start * hs: stop * hs]
-    rec = recognize_phones(seg)
-    for ph in rec.phones:           # back to the clip's time base
-        ph.start += start * hs / ANALYSIS_RATE
-        ph.end += start * hs / ANALYSIS_RATE
-    curves = truth_curves(rec.phones, fr.n * hs / ANALYSIS_RATE, hs / ANALYSIS_RATE,
-                          scheme="arpabet")
-    return rec, {k: v[: fr.n] for k, v in curves.items()}
-
-
 def _busiest_window(activity: np.ndarray, width: int) -> tuple[int, int]:
     n = activity.shape[0]
     if n <= width:
@@ -152,22 +137,6 @@ def _busiest_window(activity: np.ndarray, width: int) -> tuple[int, int]:
     sums = c[width:] - c[:-width]
     s = int(np.argmax(sums))
     return s, s + width
-
-
-def _decide_english(fr: Frames, acoustic_open: np.ndarray) -> tuple[bool, dict, tuple | None]:
-    """The auto language rule (see the module docstring)."""
-    hop = fr.hop_samples / ANALYSIS_RATE
-    s, e = _busiest_window(fr.activity, int(round(AUTO_SAMPLE_S / hop)))
-    rec, curves = _recognizer_curves(fr, s, e)
-    mask = np.zeros(fr.n, bool)
-    mask[s:e] = fr.activity[s:e] >= 0.5
-    r = _pearson(curves["open"][mask], acoustic_open[mask])
-    english = bool(mask.sum() >= 30 and r >= AUTO_MIN_AGREEMENT
-                   and rec.frame_logscore >= AUTO_MIN_SCORE)
-    info = {"agreement": round(r, 4), "frame_logscore": round(rec.frame_logscore, 2),
-            "sample": [round(s * hop, 2), round(e * hop, 2)], "english": english}
-    full = (rec, curves) if (s == 0 and e >= fr.n) else None
-    return english, info, full
 
 
 def analyze_speech(audio: Audio, *, lang: str = "auto", hop: float = 0.01,
