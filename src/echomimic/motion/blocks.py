@@ -216,11 +216,18 @@ class MotionRows:
     def __len__(self) -> int:
         return self.n_frames
 
-    def __getitem__(self, i: int) -> np.ndarray:
+    def __getitem__(self, i: Any) -> np.ndarray:
+        if isinstance(i, (int, np.integer)):
+            need = int(i) + 1 if i >= 0 else self.n_frames
+        elif isinstance(i, slice):
+            start, stop, step = i.indices(self.n_frames)
+            need = max(start, stop) if step > 0 else start + 1
+        else:                                  # fancy indexing: every row
+            need = self.n_frames
         with self._cv:
-            self.read = max(self.read, int(i))
+            self.read = max(self.read, need - 1)
             self._cv.notify_all()
-            while self.made <= i and self.error is None:
+            while self.made < need and self.error is None:
                 self._cv.wait(0.5)
             events, self._events = self._events, []
             if self.error is not None:
@@ -229,6 +236,12 @@ class MotionRows:
             for stage, frac in events:
                 self._progress(stage, frac)
         return self.values[i]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """Every row (waits for the producer): a stage that needs the whole track still works,
+        without the overlap."""
+        self.wait()
+        return self.values if dtype is None else self.values.astype(dtype)
 
     def wait(self) -> None:
         """Until every row is made (re-raising the producer's error)."""
