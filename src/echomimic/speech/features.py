@@ -87,8 +87,12 @@ def frame_db(x: np.ndarray, hop_samples: int, win: int | None = None) -> np.ndar
     """RMS level of each hop in dBFS (-120 for digital silence)."""
     win = win or 2 * hop_samples
     f = frames(x, hop_samples, win)
-    rms = np.sqrt(np.mean(np.square(f, dtype=np.float64), axis=1))
-    return (20.0 * np.log10(np.maximum(rms, 1e-6))).astype(np.float32)
+    out = np.empty(f.shape[0], np.float32)
+    for i0 in range(0, f.shape[0], 8 * _BLOCK):        # bounded memory for long audio
+        blk = f[i0:i0 + 8 * _BLOCK]
+        rms = np.sqrt(np.mean(np.square(blk, dtype=np.float64), axis=1))
+        out[i0:i0 + blk.shape[0]] = 20.0 * np.log10(np.maximum(rms, 1e-6))
+    return out
 
 
 def loudness_envelope(db: np.ndarray, active: np.ndarray | None = None,
