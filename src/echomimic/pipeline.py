@@ -378,6 +378,63 @@ def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLi
 
 
 # ------------------------------------------------------------------------------------------------
+# speech analysed in blocks, overlapped with rendering
+# ------------------------------------------------------------------------------------------------
+
+
+def _speech_in_blocks(*, audio: Any, text: Any, transcript: Any, video: Any, motion: Any,
+                      pose: Any, prompt: Any, persona: Any, portrait: Portrait,
+                      body_rest: dict | None, opts: AnimateOptions) -> bool:
+    """Whether the recording is analysed in blocks ahead of the renderer (see
+    :mod:`echomimic.motion.blocks`): a recording drives the lips and idle life the rest, with
+    no stage that needs the whole clip's motion before the first frame (a driving video or
+    motion file, a pose sequence, a prompt or an emotion, a persona's head-motion fit, body
+    gestures, a renderer that sees the whole clip first)."""
+    from .motion import blocks
+    from .render import get_renderer
+
+    if not blocks.ENABLED or audio is None or text is not None or transcript is not None:
+        return False
+    if video is not None or motion is not None or pose is not None or persona is not None:
+        return False
+    if prompt or opts.emotion != "neutral" or body_rest is not None:
+        return False
+    if getattr(portrait, "body", None) is not None or opts.renderer != "warp":
+        return False
+    cls = get_renderer(opts.renderer)
+    if getattr(cls, "needs_whole_clip", False):
+        return False
+    return blocks.frame_quantum(float(opts.fps), 0.01) is not None
+
+
+def _start_speech(audio: Any, opts: AnimateOptions):
+    """The speech stage's clip-wide part (levels, language, gains); the rest runs in blocks."""
+    from .media import load_audio
+    from .speech.incremental import SpeechAnalyzer
+
+    a = audio if isinstance(audio, Audio) else load_audio(audio, sample_rate=16000,
+                                                         max_duration=float(opts.max_duration))
+    analyzer = SpeechAnalyzer(a, lang=opts.lang)
+    return analyzer, analyzer.speech, audio
+
+
+def _finish_rows(rows: Any, speech: Speech, opts: AnimateOptions, timings: dict[str, float],
+                 motion_out: Any) -> MotionTrack:
+    """The finished track of rows made in blocks (the meta :func:`drive` gives), saved to
+    ``motion_out``; the producer's busy time is added to the audio analysis."""
+    rows.wait()
+    meta = {"seed": int(opts.seed), "renderer": opts.renderer,
+            "speech": {"method": speech.method, "lang": speech.lang}}
+    track = rows.track(meta)
+    timings["analyze_audio"] += rows.seconds
+    if motion_out is not None:
+        from .motion import save_motion
+
+        save_motion(track, motion_out)
+    return track
+
+
+# ------------------------------------------------------------------------------------------------
 # the public entry point
 # ------------------------------------------------------------------------------------------------
 
@@ -467,10 +524,16 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
 
     speech, audio_src = None, None
     t = time.perf_counter()
-    if audio is not None or text is not None:
+    analyzer = rows = None
+    if _speech_in_blocks(audio=audio, text=text, transcript=transcript, video=video,
+                         motion=motion, pose=pose, prompt=prompt, persona=persona,
+                         portrait=portrait, body_rest=body_rest, opts=opts):
+        analyzer, speech, audio_src = _start_speech(audio, opts)
+    elif audio is not None or text is not None:
         speech, audio_src = load_speech(audio=audio, text=text, transcript=transcript, opts=opts)
     timings["analyze_audio"] = time.perf_counter() - t
-    report("analyze", 1.0)
+    if analyzer is None:
+        report("analyze", 1.0)
 
     fps = float(opts.fps)
     n_speech = max(1, int(round(speech.duration * fps))) if speech is not None else None
@@ -522,6 +585,12 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
         from .motion import quantize
 
         track = quantize(track_in)            # --motion alone: exactly its frames
+    elif analyzer is not None:
+        from .motion.blocks import MotionRows
+
+        # speech analysed in blocks ahead of the renderer: the rows are made as it reads them
+        rows = MotionRows(analyzer, n_frames=n_frames, opts=opts, progress=report).start()
+        track = rows.view()
     else:
         track = drive(speech=speech, motion=track_in, n_frames=n_frames, opts=opts,
                       prompt=prompt, warnings=warnings, body=body_track,
@@ -532,7 +601,7 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
         track = adapt_track(track, persona, lips_from_speech=speech is not None,
                             head_from_idle=track_in is None)
     timings["motion"] = time.perf_counter() - t
-    if motion_out is not None:
+    if motion_out is not None and rows is None:
         from .motion import save_motion
 
         save_motion(track, motion_out)
@@ -546,9 +615,16 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
         from dataclasses import replace
 
         render_track = replace(track, meta={**track.meta, "body_pose": pose})
-    rt, info, previews = render_video(portrait, render_track, out, audio=audio_src, opts=opts,
-                                      progress=progress, preview_every=every, persona=persona)
+    try:
+        rt, info, previews = render_video(portrait, render_track, out, audio=audio_src,
+                                          opts=opts, progress=progress, preview_every=every,
+                                          persona=persona)
+    finally:
+        if rows is not None:
+            rows.close()
     timings.update(rt)
+    if rows is not None:
+        track = _finish_rows(rows, speech, opts, timings, motion_out)
     if preview is not None and previews:
         from .media import contact_sheet, save_png
 

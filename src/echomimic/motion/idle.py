@@ -226,8 +226,11 @@ def _soft_limit(x: np.ndarray, limit: float) -> np.ndarray:
     return limit * np.tanh(x / limit)
 
 
-def _prosody(loud: np.ndarray, pitch_hz: np.ndarray, act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nod (degrees, chin down) and brow raise ([0, 1]) curves from loudness and pitch accents."""
+def _prosody(loud: np.ndarray, pitch_hz: np.ndarray, act: np.ndarray,
+             ref: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nod (degrees, chin down) and brow raise ([0, 1]) curves from loudness and pitch accents;
+    ``ref`` is the speaker's reference pitch (Hz; by default the median voiced pitch, 0 = no
+    brow raises)."""
     m = loud.shape[0]
     nod = np.zeros(m)
     # Phrase-level stresses, not every syllable: smooth over ~syllable length, space the nods.
@@ -245,14 +248,37 @@ def _prosody(loud: np.ndarray, pitch_hz: np.ndarray, act: np.ndarray) -> tuple[n
     # Pitch accents: semitones above the speaker's median voiced pitch raise the brows.
     voiced = (pitch_hz > 40) & (act > 0.5)
     brow = np.zeros(m)
-    if voiced.sum() >= 10:
+    if ref is None and voiced.sum() >= 10:
         ref = float(np.median(pitch_hz[voiced]))
-        st = np.zeros(m)
-        st[voiced] = 12.0 * np.log2(pitch_hz[voiced] / ref)
-        st = gaussian_smooth(st, 0.05 * _RATE)
-        raise_t = np.clip((st - 1.5) / 4.0, 0.0, 1.0) * voiced
-        brow = attack_release(raise_t, _RATE, 0.08, 0.35, initial=0.0)
+    if ref:
+        brow = brow_raise(pitch_hz, act, ref)
     return nod, np.clip(brow, 0.0, 1.0)
+
+
+def brow_raise(pitch_hz: np.ndarray, act: np.ndarray, ref: float) -> np.ndarray:
+    """Brow raise on the internal grid from pitch accents (semitones above ``ref`` Hz while
+    voiced): :func:`brow_follow` of :func:`brow_target`."""
+    return brow_follow(brow_target(pitch_hz, act, ref))
+
+
+def brow_target(pitch_hz: np.ndarray, act: np.ndarray, ref: float) -> np.ndarray:
+    """How far the brows want to rise, per grid sample. A stretch of the grid computed with
+    :data:`BROW_MARGIN` samples of context on both sides equals the whole curve's."""
+    voiced = (pitch_hz > 40) & (act > 0.5)
+    st = np.zeros(pitch_hz.shape[0])
+    st[voiced] = 12.0 * np.log2(pitch_hz[voiced] / ref)
+    st = gaussian_smooth(st, 0.05 * _RATE)
+    return np.clip((st - 1.5) / 4.0, 0.0, 1.0) * voiced
+
+
+def brow_follow(target: np.ndarray, initial: float = 0.0) -> np.ndarray:
+    """The brows' rise and fall towards ``target`` (``initial``: the value before it, so a
+    curve can be made stretch by stretch)."""
+    return attack_release(target, _RATE, 0.08, 0.35, initial=initial)
+
+
+#: Grid samples of context :func:`brow_raise` needs on each side (its smoothing's reach).
+BROW_MARGIN = int(4 * 0.05 * _RATE + 0.5) + 1
 
 
 def _breathing(rng: np.random.Generator, m: int, act: np.ndarray | None) -> np.ndarray:
@@ -357,7 +383,7 @@ def idle_track(n_frames: int, fps: float, *, seed: int = 0, speech: Speech | Non
                  + math.sqrt(1 - _DRIFT_SHARE) * _band_noise(rng_h, m, _SWAY_SIGMA))
         head[name] = noise * _HEAD_STD[name] * gain
     if act is not None:
-        nod, brow = _prosody(loud, pitch_hz, act)
+        nod, brow = _prosody(loud, pitch_hz, act, speech.meta.get("pitch_ref_hz"))
         head["pitch"] = head["pitch"] + nod
     else:
         brow = np.zeros(m)

@@ -19,6 +19,12 @@ openness, which is mostly acoustic in both paths. The decision and its numbers a
 ``Speech.meta["auto"]``.
 
 Outside speech activity every target is 0 except ``close``, which is 1 (mouth shut).
+
+Clip-wide numbers are measured so that a long recording can be analysed in blocks ahead of the
+renderer (:mod:`.incremental`): the openness gain is measured on the same busiest
+:data:`AUTO_SAMPLE_S` seconds as the language rule, and the recognizer decodes a recording
+longer than 12 s as utterances of a few seconds cut at its pauses. For recordings up to 8 s
+(the gain) and 12 s (the recognizer) this is the whole clip.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import AudioError, InvalidOption
+from ..errors import AudioError
 from ..types import ARTICULATION_KEYS, Audio, Speech
 from . import acoustic
 from .activity import speech_activity
@@ -123,21 +129,6 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _recognizer_curves(fr: Frames, start: int = 0, stop: int | None = None):
-    from .recognize import recognize_phones
-
-    hs = fr.hop_samples
-    stop = fr.n if stop is None else stop
-    seg = fr.x[start * hs: stop * hs]
-    rec = recognize_phones(seg)
-    for ph in rec.phones:           # back to the clip's time base
-        ph.start += start * hs / ANALYSIS_RATE
-        ph.end += start * hs / ANALYSIS_RATE
-    curves = truth_curves(rec.phones, fr.n * hs / ANALYSIS_RATE, hs / ANALYSIS_RATE,
-                          scheme="arpabet")
-    return rec, {k: v[: fr.n] for k, v in curves.items()}
-
-
 def _busiest_window(activity: np.ndarray, width: int) -> tuple[int, int]:
     n = activity.shape[0]
     if n <= width:
@@ -146,22 +137,6 @@ def _busiest_window(activity: np.ndarray, width: int) -> tuple[int, int]:
     sums = c[width:] - c[:-width]
     s = int(np.argmax(sums))
     return s, s + width
-
-
-def _decide_english(fr: Frames, acoustic_open: np.ndarray) -> tuple[bool, dict, tuple | None]:
-    """The auto language rule (see the module docstring)."""
-    hop = fr.hop_samples / ANALYSIS_RATE
-    s, e = _busiest_window(fr.activity, int(round(AUTO_SAMPLE_S / hop)))
-    rec, curves = _recognizer_curves(fr, s, e)
-    mask = np.zeros(fr.n, bool)
-    mask[s:e] = fr.activity[s:e] >= 0.5
-    r = _pearson(curves["open"][mask], acoustic_open[mask])
-    english = bool(mask.sum() >= 30 and r >= AUTO_MIN_AGREEMENT
-                   and rec.frame_logscore >= AUTO_MIN_SCORE)
-    info = {"agreement": round(r, 4), "frame_logscore": round(rec.frame_logscore, 2),
-            "sample": [round(s * hop, 2), round(e * hop, 2)], "english": english}
-    full = (rec, curves) if (s == 0 and e >= fr.n) else None
-    return english, info, full
 
 
 def analyze_speech(audio: Audio, *, lang: str = "auto", hop: float = 0.01,
@@ -178,59 +153,14 @@ def analyze_speech(audio: Audio, *, lang: str = "auto", hop: float = 0.01,
 
     Returns:
         :class:`Speech` with ``method`` one of ``"recognizer:en"`` or ``"acoustic"``.
+
+    The work is done by :class:`~echomimic.speech.incremental.SpeechAnalyzer`, which can also
+    analyse a clip in blocks (with the same results) so that rendering starts before the whole
+    clip is analysed.
     """
-    if not isinstance(lang, str) or not lang.strip():
-        raise InvalidOption("lang must be a language code or 'auto'")
-    if not 0.005 <= float(hop) <= 0.04:
-        raise InvalidOption(f"hop must be between 0.005 and 0.04 s, got {hop}")
-    if audio is None or np.asarray(audio.samples).size == 0:
-        raise AudioError("audio is empty")
-    if path not in ("auto", "acoustic", "recognizer"):
-        raise InvalidOption(f"path must be 'auto', 'acoustic' or 'recognizer', got {path!r}")
-    code = lang.strip().lower().replace("_", "-")
-    x = prepare(audio)
-    fr = measure(x, float(hop))
-    ac = acoustic.predict_articulation(fr.design)
-    meta: dict = {"noise_floor_db": round(fr.info["noise_floor_db"], 2),
-                  "speech_db": round(fr.info["speech_db"], 2)}
-    phones = []
-    has_speech = bool(np.any(fr.activity >= 0.5))
-    full = None
-    if path != "auto":
-        english = path == "recognizer"
-    elif code == "auto":
-        if has_speech:
-            english, auto_info, full = _decide_english(fr, ac["open"])
-        else:
-            english, auto_info, full = False, {"english": False, "reason": "no speech"}, None
-        meta["auto"] = auto_info
-    else:
-        english, full = code in ENGLISH_CODES or code.startswith("en-"), None
-    if english and has_speech:
-        rec, rc = full if full is not None else _recognizer_curves(fr)
-        phones = rec.phones
-        art = {}
-        w = FUSE_OPEN_ACOUSTIC
-        art["open"] = w * ac["open"] + (1 - w) * rc["open"]
-        g = FUSE_SHAPE_RECOGNIZER
-        for k in ("round", "spread", "close", "labiodental"):
-            art[k] = g * rc[k] + (1 - g) * ac[k]
-        method, used = "recognizer:en", "en"
-        meta["recognizer_frame_logscore"] = round(rec.frame_logscore, 2)
-    else:
-        art = ac
-        method = "acoustic"
-        used = code if code != "auto" else "auto"
-    art["open"], gain = _open_gain(art["open"], fr.activity)
-    if gain != 1.0:
-        meta["open_gain"] = round(gain, 3)
-    art = _gate(art, fr.activity)
-    return Speech(
-        duration=len(x) / ANALYSIS_RATE, hop=fr.hop_samples / ANALYSIS_RATE,
-        activity=fr.activity.astype(np.float32), loudness=fr.loudness.astype(np.float32),
-        pitch=fr.pitch.astype(np.float32), articulation=art, phones=phones, lang=used,
-        method=method, meta=meta,
-    )
+    from .incremental import SpeechAnalyzer
+
+    return SpeechAnalyzer(audio, lang=lang, hop=hop, path=path).run()
 
 
 def speech_from_phones(audio: Audio, phones: list, *, hop: float = 0.01) -> Speech:

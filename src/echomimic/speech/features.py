@@ -8,6 +8,7 @@ All functions work on mono float32 audio at 16 kHz (see :func:`prepare`) and ret
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.signal import resample_poly
@@ -52,10 +53,26 @@ def n_hops(n_samples: int, hop_samples: int) -> int:
     return int(np.ceil(n_samples / float(hop_samples))) if n_samples > 0 else 0
 
 
-def frames(x: np.ndarray, hop_samples: int, win: int, n: int | None = None) -> np.ndarray:
-    """(n, win) view of windows centred on each hop centre ``(i + 0.5) * hop``, zero-padded."""
+def frames(x: np.ndarray, hop_samples: int, win: int, n: int | None = None,
+           start: int = 0) -> np.ndarray:
+    """(n, win) view of windows centred on each hop centre ``(i + 0.5) * hop``, zero-padded.
+
+    With ``start``, the rows are hops ``start .. start + n - 1`` (only the samples they need
+    are copied, so a block of hops of a long clip costs what the block needs)."""
     if n is None:
-        n = n_hops(len(x), hop_samples)
+        n = n_hops(len(x), hop_samples) - start
+    if start:
+        off = hop_samples // 2 - win // 2
+        a = start * hop_samples + off                 # first sample used (may be < 0)
+        b = (start + n - 1) * hop_samples + off + win if n > 0 else a
+        seg = np.zeros(max(0, b - a), np.float32)
+        lo, hi = max(a, 0), min(b, len(x))
+        if hi > lo:
+            seg[lo - a:hi - a] = x[lo:hi]
+        if n <= 0:
+            return np.zeros((0, win), np.float32)
+        view = np.lib.stride_tricks.sliding_window_view(seg, win)
+        return view[:(n - 1) * hop_samples + 1:hop_samples][:n]
     off = hop_samples // 2 - win // 2            # start of frame 0 relative to sample 0
     need = (n - 1) * hop_samples + off + win     # one past the last sample used
     left = max(0, -off)
@@ -70,8 +87,12 @@ def frame_db(x: np.ndarray, hop_samples: int, win: int | None = None) -> np.ndar
     """RMS level of each hop in dBFS (-120 for digital silence)."""
     win = win or 2 * hop_samples
     f = frames(x, hop_samples, win)
-    rms = np.sqrt(np.mean(np.square(f, dtype=np.float64), axis=1))
-    return (20.0 * np.log10(np.maximum(rms, 1e-6))).astype(np.float32)
+    out = np.empty(f.shape[0], np.float32)
+    for i0 in range(0, f.shape[0], 8 * _BLOCK):        # bounded memory for long audio
+        blk = f[i0:i0 + 8 * _BLOCK]
+        rms = np.sqrt(np.mean(np.square(blk, dtype=np.float64), axis=1))
+        out[i0:i0 + blk.shape[0]] = 20.0 * np.log10(np.maximum(rms, 1e-6))
+    return out
 
 
 def loudness_envelope(db: np.ndarray, active: np.ndarray | None = None,
@@ -97,21 +118,25 @@ def loudness_envelope(db: np.ndarray, active: np.ndarray | None = None,
 
 def pitch_yin(x: np.ndarray, hop_samples: int, *, sr: int = ANALYSIS_RATE,
               fmin: float = 60.0, fmax: float = 450.0, threshold: float = 0.2,
-              mask: np.ndarray | None = None) -> np.ndarray:
+              mask: np.ndarray | None = None, start: int = 0,
+              stop: int | None = None) -> np.ndarray:
     """Fundamental frequency per hop (Hz, 0 where unvoiced) with a vectorized YIN.
 
     The difference function is computed from an FFT autocorrelation of each 40 ms window;
-    ``mask`` (bool per hop) limits the work to the frames that may be voiced.
+    ``mask`` (bool per hop of the whole clip) limits the work to the frames that may be voiced.
+    ``start``/``stop`` compute hops ``start:stop`` only (each hop needs only its own window, so
+    a block gives the same values as the whole clip).
     """
-    n = n_hops(len(x), hop_samples)
+    stop = n_hops(len(x), hop_samples) if stop is None else stop
+    n = max(0, stop - start)
     out = np.zeros(n, np.float32)
     if n == 0:
         return out
     tmax = int(np.ceil(sr / fmin))
     tmin = max(2, int(sr / fmax))
     win = 2 * tmax
-    f = frames(x, hop_samples, win, n)
-    idx_all = np.arange(n) if mask is None else np.flatnonzero(mask[:n])
+    f = frames(x, hop_samples, win, n, start=start)
+    idx_all = np.arange(n) if mask is None else np.flatnonzero(mask[start:stop])
     # blocks of hops keep the memory flat for long audio (the work is per hop)
     for b0 in range(0, idx_all.size, _BLOCK):
         idx = idx_all[b0:b0 + _BLOCK]
@@ -163,6 +188,7 @@ def _yin_block(f: np.ndarray, sr: int, tmin: int, tmax: int, win: int,
     return f0.astype(np.float32)
 
 
+@lru_cache(maxsize=8)
 def _mel_filterbank(n_mels: int, nfft: int, sr: int, fmin: float = 60.0,
                     fmax: float | None = None) -> np.ndarray:
     fmax = fmax or sr / 2.0
@@ -236,15 +262,21 @@ class Spectral:
 
 
 def spectral_features(x: np.ndarray, hop_samples: int, *, sr: int = ANALYSIS_RATE,
-                      n_mels: int = 16, mask: np.ndarray | None = None) -> Spectral:
+                      n_mels: int = 16, mask: np.ndarray | None = None, start: int = 0,
+                      stop: int | None = None) -> Spectral:
     """Log-mel band shape, centroid, tilt, band balances, ZCR and LPC formants F1/F2 per hop.
 
-    Formants are estimated only on hops where ``mask`` is true (NaN elsewhere).
+    Formants are estimated only on hops where ``mask`` (bool per hop of the whole clip) is true
+    (NaN elsewhere). ``start``/``stop`` compute hops ``start:stop`` only (same values as the
+    whole clip's: each hop needs only its own window).
     """
-    n = n_hops(len(x), hop_samples)
+    stop = n_hops(len(x), hop_samples) if stop is None else stop
+    n = max(0, stop - start)
+    if mask is not None and start:
+        mask = mask[start:stop]
     win = 400 if sr == 16000 else int(0.025 * sr)
     nfft = 512 if sr == 16000 else 1 << int(np.ceil(np.log2(win)))
-    f = frames(x, hop_samples, win, n)
+    f = frames(x, hop_samples, win, n, start=start)
     window = np.hanning(win)
     freqs = np.fft.rfftfreq(nfft, 1.0 / sr)
     fb = _mel_filterbank(n_mels, nfft, sr)

@@ -298,6 +298,9 @@ class Stream:
                                 head_motion_scale=head, blink_rate=o.blink_rate,
                                 expression_scale=float(o.expression_scale))
         self._emotion = emotion_overlay(1, self.fps, o.emotion, float(o.emotion_intensity))
+        from ..speech.incremental import LiveAnalyzer
+
+        self._analyzer = LiveAnalyzer(history=self.context + 1.0 + 2 * self.lookahead + 4.0)
         self._rest_lips = self._lips_row(np.zeros(int(0.5 * SAMPLE_RATE), np.float32), [],
                                          0, int(0.5 * self.fps) - 1)
         self.setup_seconds = time.perf_counter() - t0
@@ -577,6 +580,7 @@ class Stream:
         self._phones = [p for p in self._phones if p[0] < t]
         self._phones = [(a, min(b, t), lab) for a, b, lab in self._phones]
         self._last_real = min(self._last_real, start - 1)
+        self._analyzer.forget_after(start)
 
     def _advance(self) -> None:
         """One tick: take audio, send the audio now due, and mark the frames now due."""
@@ -596,6 +600,9 @@ class Stream:
                     self._first_sample = self.intake + int(nz[0])
                     self._pending_first = wall
         self.intake += x.size
+        t = time.perf_counter()
+        self._analyzer.update(self._hist, self._hist_start, self.intake, min_hops=8)
+        self._analysis_total += time.perf_counter() - t     # per-hop features, once per hop
         keep = int((self.context + 1.0) * SAMPLE_RATE) + self.delay
         if self._hist.size > 2 * keep:
             cut = self._hist.size - keep
@@ -648,6 +655,27 @@ class Stream:
                               expression_scale=float(self.opts.expression_scale))
         return track.values[k].copy()
 
+    def _live_lips_row(self, w0: int, w1: int, phones: list[Phone], k: int) -> np.ndarray:
+        """Lip channels of frame ``k`` of the window of samples ``[w0, w1)`` (``w0`` at a frame
+        boundary): the incremental speech analyzer gives the window's speech from its cached
+        per-hop features (only hops not seen before are analysed), the lip-sync stage runs on
+        it and one row is kept."""
+        from ..motion import lipsync_track
+
+        an = self._analyzer
+        hs = an.hop_samples
+        j0, j1 = w0 // hs, -(-w1 // hs)
+        an.update(self._hist, self._hist_start, self.intake, upto=j1)
+        speech = an.window(j0, j1)
+        if phones:
+            speech = _with_phones(speech, phones, (w0 - j0 * hs) / SAMPLE_RATE)
+        frac = (w0 - j0 * hs) / hs
+        if frac:
+            speech = _shift_speech(speech, frac)
+        track = lipsync_track(speech, k + 1, self.fps,
+                              expression_scale=float(self.opts.expression_scale))
+        return track.values[k].copy()
+
     def _motion(self, i: int) -> dict[str, float]:
         """The motion of frame ``i``: lips from the analysis window, the rest from idle life."""
         from ..motion import LIPSYNC_CHANNELS, mix_tracks
@@ -663,7 +691,7 @@ class Stream:
             lips = self._rest_lips
         else:
             t = time.perf_counter()
-            lips = self._lips_row(x, phones, i - k, k)
+            lips = self._live_lips_row(w0, w1, phones, k)
             self._analysis_total += time.perf_counter() - t
             self._analysis_n += 1
         n_idle = self._idle.n_frames
@@ -774,6 +802,48 @@ class Stream:
                 "sample_rate": SAMPLE_RATE, "latency_s": self.delay / SAMPLE_RATE,
                 "buffered_s": round(buffered, 3), "clock_s": round(self.out_pos / SAMPLE_RATE, 3),
                 "viewers": len(self._subs), "stats": s}
+
+
+def _shift_speech(speech, frac: float):
+    """``speech`` read ``frac`` hops later (time 0 moved to ``frac`` hops after its start)."""
+    from dataclasses import replace
+
+    n = speech.n
+    t = np.arange(n) + frac
+    src = np.arange(n)
+
+    def at(v: np.ndarray) -> np.ndarray:
+        return np.interp(t, src, np.asarray(v, np.float64)).astype(np.float32)
+
+    return replace(speech, activity=at(speech.activity), loudness=at(speech.loudness),
+                   pitch=np.asarray(speech.pitch)[np.minimum(np.round(t).astype(int), n - 1)],
+                   articulation={k: at(v) for k, v in speech.articulation.items()})
+
+
+def _with_phones(speech, phones: list[Phone], offset: float):
+    """The window's speech with its mouth targets and activity from known phone timing (the
+    TTS's events; times relative to the window's start, which is ``offset`` seconds after the
+    speech's), as :func:`~echomimic.speech.speech_from_phones` does."""
+    from dataclasses import replace
+
+    from ..speech.analyze import _gate
+    from ..speech.phonetics import is_pause, truth_curves
+
+    n, hop = speech.n, speech.hop
+    shifted = [Phone(p.start + offset, p.end + offset, p.label) for p in phones]
+    art = truth_curves(shifted, n * hop, hop)
+    for key in art:
+        a = np.asarray(art[key], np.float32)[:n]
+        if len(a) < n:
+            a = np.concatenate([a, np.full(n - len(a), a[-1] if len(a) else 0.0, np.float32)])
+        art[key] = a
+    act = np.zeros(n, np.float32)
+    t = (np.arange(n) + 0.5) * hop
+    for ph in shifted:
+        if not is_pause(ph.label):
+            act[(t >= ph.start) & (t < ph.end)] = 1.0
+    return replace(speech, activity=act, articulation=_gate(art, act), phones=shifted,
+                   lang="tts", method="tts-events")
 
 
 def _percentiles(values: list[float]) -> dict[str, float] | None:

@@ -1,0 +1,115 @@
+"""Speech analysis in blocks and hop by hop: the same rows as the whole clip's.
+
+The offline pipeline analyses a recording in blocks ahead of the renderer
+(:class:`echomimic.speech.incremental.SpeechAnalyzer`); live sessions analyse each new hop once
+(:class:`echomimic.speech.incremental.LiveAnalyzer`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from echomimic.media import load_audio
+from echomimic.speech import analyze_speech
+from echomimic.speech.incremental import LiveAnalyzer, SpeechAnalyzer, utterances
+from echomimic.types import ARTICULATION_KEYS, Audio
+
+#: Largest difference allowed between a clip analysed in blocks and at once (float32 rows).
+TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def long_mixed(speech_en, speech_zh) -> Audio:
+    """About 20 s: English and Mandarin phrases with pauses, twice (longer than one utterance of
+    the recognizer, so the English path decodes several)."""
+    parts = [np.asarray(load_audio(c.path, sample_rate=16000).samples, np.float32)
+             for c in (speech_en, speech_zh)]
+    x = np.concatenate(parts + [np.zeros(4000, np.float32)] + parts)
+    return Audio(samples=x, sample_rate=16000)
+
+
+def _max_diff(a, b) -> float:
+    d = [float(np.max(np.abs(a.articulation[k] - b.articulation[k]))) for k in ARTICULATION_KEYS]
+    return max(d + [float(np.max(np.abs(a.pitch - b.pitch)))])
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_blocks_equal_the_whole_clip(long_mixed, lang):
+    whole = SpeechAnalyzer(long_mixed, lang=lang).run()
+    an = SpeechAnalyzer(long_mixed, lang=lang)
+    seen = list(an.blocks(0.37))                       # blocks that split hops unevenly
+    assert len(seen) > 20 and seen == sorted(seen) and seen[-1] == whole.n
+    blocked = an.speech
+    assert _max_diff(whole, blocked) <= TOL
+    np.testing.assert_array_equal(whole.activity, blocked.activity)
+    np.testing.assert_array_equal(whole.loudness, blocked.loudness)
+    assert whole.method == blocked.method == ("recognizer:en" if lang == "en" else "acoustic")
+    assert [(p.label, p.start) for p in whole.phones] == [(p.label, p.start) for p in blocked.phones]
+    assert whole.meta == blocked.meta
+    # and the public entry point is the same analysis
+    assert _max_diff(whole, analyze_speech(long_mixed, lang=lang)) <= TOL
+
+
+def test_ranges_in_any_order_equal_the_whole_clip(long_mixed):
+    whole = SpeechAnalyzer(long_mixed, lang="zh").run()
+    an = SpeechAnalyzer(long_mixed, lang="zh")
+    n = an.n
+    for a, b in [(n // 2, n // 2 + 77), (0, 13), (n - 40, n), (13, n // 2), (n // 2 + 77, n - 40)]:
+        an.compute(a, b)
+    assert _max_diff(whole, an.speech) <= TOL
+
+
+def test_long_english_recordings_are_decoded_as_utterances_cut_at_pauses():
+    hop = 0.01
+    act = np.ones(3000)                              # 30 s of speech ...
+    for s in (450, 1300, 2100):                      # ... with three 0.3 s pauses
+        act[s:s + 30] = 0.0
+    cuts = utterances(act, hop)
+    assert cuts[0][0] == 0 and cuts[-1][1] == 3000
+    assert all(b == c for (_, b), (c, _) in zip(cuts, cuts[1:]))
+    assert [b for _, b in cuts[:-1]] == [465, 1315, 2115]      # the middle of each pause
+    assert utterances(np.ones(1100), hop) == [(0, 1100)]       # up to 12 s: one utterance
+    flat = utterances(np.ones(3000), hop)                       # no pause: at the upper bound
+    assert flat[0] == (0, 600) and all(b - a <= 1200 for a, b in flat)
+
+
+def test_live_analyzer_computes_each_hop_once(speech_en):
+    x = np.asarray(load_audio(speech_en.path, sample_rate=16000).samples, np.float32)
+    an = LiveAnalyzer()
+    computed: list[tuple[int, int]] = []
+    real = an._features
+
+    def spy(xx, x0, j0, j1):
+        if x0 >= 0:                                    # not the rows of digital silence
+            computed.append((j0, j1))
+        return real(xx, x0, j0, j1)
+
+    an._features = spy
+    for end in range(320, x.size, 320):                # 20 ms ticks
+        an.update(x[:end], 0, end, min_hops=2)
+    hops = [j for a, b in computed for j in range(a, b)]
+    assert len(hops) == len(set(hops)) <= an.done    # no hop twice (silence: known rows)
+    assert len(hops) > 0.5 * an.done
+    assert an.done >= x.size // 160 - 4
+    # the cached rows are the whole clip's per-hop measurements
+    from echomimic.speech.features import frame_db, pitch_yin
+
+    j = np.arange(100, an.done - 100)
+    np.testing.assert_allclose(an.db[j % an.size], frame_db(x, 160)[j], atol=1e-4)
+    np.testing.assert_allclose(an.pitch[j % an.size], pitch_yin(x, 160)[j], atol=1e-3)
+
+
+def test_live_window_follows_the_whole_clip_analysis(speech_en):
+    x = np.asarray(load_audio(speech_en.path, sample_rate=16000).samples, np.float32)
+    an = LiveAnalyzer()
+    whole = analyze_speech(Audio(x, 16000), lang="und", path="acoustic")
+    opened = []
+    for i in range(40, x.size // 160 - 10, 4):               # one frame (40 ms) at a time
+        end = (i + 8) * 160                                   # 80 ms of lookahead
+        an.update(x[:end], 0, end, upto=i + 8)
+        sp = an.window(i - 30, i + 8)
+        opened.append((sp.articulation["open"][30:34].mean(),
+                       whole.articulation["open"][i:i + 4].mean()))
+    live, ref = np.array(opened).T
+    assert np.corrcoef(live, ref)[0, 1] > 0.85
