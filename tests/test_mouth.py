@@ -344,9 +344,11 @@ def _parted_photo() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_photo_mouth_gives_back_the_photos_own_pixels():
     """At the photo's own opening the layer is the photo, pixel for pixel; opened further, the
-    upper and lower halves keep their size under the lips and the middle is left to the painted
-    interior; a persona's atlas gives way to it only near the photo's shape."""
-    from echomimic.render.warp.features import PhotoMouth, _chaikin, pointed_corners
+    photo's upper rows (the upper teeth, PHOTO_UPPER_SHARE of them) and its bottom rows keep their
+    size under the lips and the middle is left to the painted interior; a persona's atlas gives
+    way to it only near the photo's shape."""
+    from echomimic.render.warp.features import (PHOTO_UPPER_SHARE, PhotoMouth, _chaikin,
+                                                pointed_corners)
 
     photo, upper, lower = _parted_photo()
     pm = PhotoMouth(photo, upper, lower)
@@ -365,8 +367,8 @@ def test_photo_mouth_gives_back_the_photos_own_pixels():
     diff = np.abs(col - photo[40:81, 40:121].astype(np.float32))[inside]
     assert alpha[inside].min() == pytest.approx(1.0)
     assert diff.max() < 1e-3                                    # the photo's pixels, unmoved
-    # twice the opening, the lower lip 14 px further down: the upper half is the photo's upper
-    # half (same rows under the same lip), the lower half is the photo's lower half moved down
+    # twice the opening, the lower lip 14 px further down: the upper rows are the photo's upper
+    # rows (same rows under the same lip), the bottom ones the photo's bottom rows moved down
     ys2 = np.arange(40, 96, dtype=np.float32)[:, None]
     lower2 = lower.copy()
     lower2[:, 1] += 14 * np.sqrt(1 - np.linspace(-1, 1, 11) ** 2)
@@ -381,11 +383,14 @@ def test_photo_mouth_gives_back_the_photos_own_pixels():
         m = np.full((1, 1), y, np.float32)
         return cv2.remap(photo, np.full((1, 1), 80.0, np.float32), m, cv2.INTER_LINEAR)[0, 0]
 
-    for d in (1, 3, 5):                                         # under the upper lip
+    gp = yl1 - yu1
+    assert 0.5 < PHOTO_UPPER_SHARE < 1.0
+    for d in (1, 5, int(PHOTO_UPPER_SHARE * gp) - 1):           # under the upper lip
         np.testing.assert_allclose(col2[int(yu2) + d - 40, c], photo_at(int(yu2) + d - yu2 + yu1), atol=0.51)
         assert alpha2[int(yu2) + d - 40, c] == pytest.approx(1.0)
-    for d in (1, 3, 5):                                         # above the lower lip (14 px lower)
+    for d in (1, 2):                                            # above the lower lip (14 px lower)
         y = int(np.ceil(yl2)) - d
+        assert yl2 - y < (1 - PHOTO_UPPER_SHARE) * gp
         np.testing.assert_allclose(col2[y - 40, c], photo_at(yl1 - (yl2 - y)), atol=0.51)
     assert yl2 - yl1 > 13
     # half the opening: the top of the photo's interior at its size under the upper lip (a
@@ -395,7 +400,8 @@ def test_photo_mouth_gives_back_the_photos_own_pixels():
     col3, _ = pm.layer(xs, ys2, *lips(upper, lower3), 80.0, 30.0)
     for d in (1, 2, 3):
         np.testing.assert_allclose(col3[int(yu1) + d - 40, c], photo_at(int(yu1) + d), atol=0.51)
-    assert alpha2[68 - 40, c] < 0.01                            # the middle of the wider mouth
+    mid = yu2 + PHOTO_UPPER_SHARE * gp + 0.5 * (yl2 - yu2 - gp)  # between the photo's rows
+    assert alpha2[int(round(mid)) - 40, c] < 0.01
     # nearness: 1 at the photo's shape, small for a mouth opened twice as far
     assert pm.nearness(pm.gap, pm.half) == pytest.approx(1.0)
     assert pm.nearness(2 * pm.gap, pm.half) < 0.05

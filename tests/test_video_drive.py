@@ -161,6 +161,9 @@ def test_lips_that_never_close_still_open_the_jaw(face_portrait):
     t = np.arange(32) / FPS_SRC
     jaw = 0.35 + 0.12 * np.sin(2 * np.pi * 0.8 * t)          # never below 0.23
     r = WarpRenderer(face_portrait)
+    # a painted interior: the photo's own teeth (kept at any opening) make the face mesh read
+    # the lips nearer than they are, and this test is about the retargeting, not that reading
+    r.mouth.photo_mouth = None
     frames = [r.render({"jawOpen": float(v)}) for v in jaw]
     rest = [r.render({})] * 8                                   # the same, after closed lips
     apart = retarget(measure_driver(frames, source_fps=FPS_SRC), smooth=False)["jawOpen"]
@@ -285,7 +288,7 @@ def test_frames_without_a_face_hold_the_last_good_pose(driver):
     yaw = track["yaw"]
     assert np.ptp(yaw[20:30]) < 1.0 and abs(yaw[25] - yaw[19]) < 1.0   # the head holds
     assert track["jawOpen"][29] <= track["jawOpen"][19] + 1e-6     # expressions ease to rest
-    assert np.abs(np.diff(yaw)).max() < 4.0                        # no snap when it comes back
+    assert np.abs(np.diff(yaw)).max() < 3.0                        # no snap when it comes back
 
 
 def test_face_leaving_the_frame_is_not_trusted(driver):

@@ -613,6 +613,7 @@ def retarget(meas: DriverMeasurement, *, relative: bool = True,
         first = int(np.flatnonzero(seg_good)[0])
         place = (0.0, 0.0, 1.0) if relative else _placement(f_seg, first, meas.size, portrait)
         vals = {**_head(f_seg, pose0, first, place), **_expression(f_seg, nt)}
+        held: dict[str, np.ndarray] = {}
         for c in VIDEO_CHANNELS:
             v = vals.get(c)
             if v is None:
@@ -620,6 +621,11 @@ def retarget(meas: DriverMeasurement, *, relative: bool = True,
             v = _hold_fill(np.asarray(v, np.float64), seg_good)
             if c not in HEAD_CHANNELS:
                 v = _fade_gaps(v, seg_good, NEUTRAL[c], fps)
+            held[c] = v
+        # where the face comes back, the held pose eases to the new one before smoothing (the
+        # One-Euro filter follows a fast step closely: eased after it, the step would snap)
+        _ease_steps(held, _gap_ends(seg_good), fps)
+        for c, v in held.items():
             if smooth and len(v) > 1:
                 mc, beta = _SMOOTH[_smooth_kind(c)]
                 v = one_euro(v, fps, min_cutoff=mc, beta=beta)
@@ -629,7 +635,7 @@ def retarget(meas: DriverMeasurement, *, relative: bool = True,
     if first > 0:
         for c in VIDEO_CHANNELS:
             cols[c][:first] = cols[c][first]
-    _ease_steps(cols, [s for s, _ in meas.segments[1:]] + _gap_ends(good), fps)
+    _ease_steps(cols, [s for s, _ in meas.segments[1:]], fps)
     for c, lim in HEAD_SOFT_LIMITS.items():
         if c == "scale":
             cols[c] = 1.0 + _soft_limit(cols[c] - 1.0, lim)
@@ -661,13 +667,21 @@ def _gap_ends(good: np.ndarray) -> list[int]:
     return [int(i) for i in np.flatnonzero(good[1:] & ~good[:-1]) + 1]
 
 
+#: fastest head turn (degrees per second, on average over the ease) when a step is eased in
+_EASE_DEG_PER_S = 30.0
+
+
 def _ease_steps(cols: dict[str, np.ndarray], starts: Sequence[int], fps: float,
                 seconds: float = 0.2) -> None:
-    """Blend the step at each frame of ``starts`` in over ``seconds`` (in place)."""
-    k = max(1, int(round(seconds * fps)))
+    """Blend the step at each frame of ``starts`` in over ``seconds`` (in place), longer when the
+    head must turn further than ``_EASE_DEG_PER_S`` allows in that time (no snap after a long
+    gap)."""
     for s in sorted(set(starts)):
         if s <= 0:
             continue
+        turn = max((abs(float(cols[c][s] - cols[c][s - 1])) for c in ("yaw", "pitch", "roll")
+                    if c in cols), default=0.0)
+        k = max(1, int(round(max(seconds, turn / _EASE_DEG_PER_S) * fps)))
         for c, v in cols.items():
             n = len(v)
             e = min(n, s + k)
