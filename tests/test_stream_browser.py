@@ -188,7 +188,7 @@ def test_live_page_plays_the_avatar_with_sound_in_chromium(server, astronaut_png
                     first = got
                 last = got
                 if (first is not None and got["audio_packets"] > 50 and got["time"] > first["time"]
-                        and "speaking" in page.inner_text("#log")):
+                        and got["video_frames"] > 25 and "speaking" in page.inner_text("#log")):
                     break
                 page.wait_for_timeout(500)
             log = page.inner_text("#log")
