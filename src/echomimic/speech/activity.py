@@ -85,7 +85,16 @@ def speech_activity(x: np.ndarray, hop_samples: int, *, db: np.ndarray | None = 
     loud = db > max(floor + p.margin_db, p.abs_floor_db)
     peak = float(np.percentile(db[loud], 95)) if loud.any() else float(db.max())
     raw = vad & loud & (db > peak - p.below_peak_db)
-    # bridge short gaps, then drop short blips
+    act, _ = smooth_activity(raw, hop, p)
+    return act, {"noise_floor_db": floor, "speech_db": peak}
+
+
+def smooth_activity(raw: np.ndarray, hop: float,
+                    p: type[ActivityParams] | ActivityParams = ActivityParams
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(activity (n,) float32 in [0, 1], speech mask) from raw per-hop speech flags: gaps
+    shorter than ``p.bridge_s`` between speech are bridged, runs shorter than ``p.min_run_s``
+    dropped, and the edges ramped over ``p.ramp_s`` (>= 0.5 exactly where the mask is set)."""
     bridge = max(1, int(round(p.bridge_s / hop)))
     min_run = max(1, int(round(p.min_run_s / hop)))
     runs = _runs(raw)
@@ -100,4 +109,4 @@ def speech_activity(x: np.ndarray, hop_samples: int, *, db: np.ndarray | None = 
     act = uniform_filter1d(mask.astype(np.float32), 2 * ramp + 1, mode="constant") if ramp > 1 \
         else mask.astype(np.float32)
     act = np.where(mask, np.maximum(act, 0.5), np.minimum(act, 0.49)).astype(np.float32)
-    return act, {"noise_floor_db": floor, "speech_db": peak}
+    return act, mask

@@ -163,30 +163,36 @@ def analyze_speech(audio: Audio, *, lang: str = "auto", hop: float = 0.01,
     return SpeechAnalyzer(audio, lang=lang, hop=hop, path=path).run()
 
 
-def speech_from_phones(audio: Audio, phones: list, *, hop: float = 0.01) -> Speech:
-    """A :class:`Speech` whose mouth timeline comes from known phone timing (for example the
-    phoneme events of the TTS that made ``audio``), with activity, loudness and pitch measured
-    from the audio. No recognition is involved."""
+def phone_timeline(phones: list, n: int, hop: float, duration: float
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Mouth targets (gated by the activity) and activity, ``n`` hops of ``hop`` seconds, from
+    known phone timing: the activity is 1 inside every phone that is not a pause."""
     from .phonetics import is_pause
 
-    if audio is None or np.asarray(audio.samples).size == 0:
-        raise AudioError("audio is empty")
-    x = prepare(audio)
-    fr = measure(x, float(hop))
-    duration = len(x) / ANALYSIS_RATE
-    art = truth_curves(list(phones), duration, fr.hop_samples / ANALYSIS_RATE)
-    n = fr.n
+    art = truth_curves(list(phones), duration, hop)
     for k in art:
         a = np.asarray(art[k], np.float32)[:n]
         if len(a) < n:
             a = np.concatenate([a, np.full(n - len(a), a[-1] if len(a) else 0.0, np.float32)])
         art[k] = a
     act = np.zeros(n, np.float32)
-    t = (np.arange(n) + 0.5) * fr.hop_samples / ANALYSIS_RATE
+    t = (np.arange(n) + 0.5) * hop
     for ph in phones:
         if not is_pause(ph.label):
             act[(t >= ph.start) & (t < ph.end)] = 1.0
-    art = _gate(art, act)
+    return _gate(art, act), act
+
+
+def speech_from_phones(audio: Audio, phones: list, *, hop: float = 0.01) -> Speech:
+    """A :class:`Speech` whose mouth timeline comes from known phone timing (for example the
+    phoneme events of the TTS that made ``audio``), with activity, loudness and pitch measured
+    from the audio. No recognition is involved."""
+    if audio is None or np.asarray(audio.samples).size == 0:
+        raise AudioError("audio is empty")
+    x = prepare(audio)
+    fr = measure(x, float(hop))
+    duration = len(x) / ANALYSIS_RATE
+    art, act = phone_timeline(phones, fr.n, fr.hop_samples / ANALYSIS_RATE, duration)
     return Speech(duration=duration, hop=fr.hop_samples / ANALYSIS_RATE, activity=act,
                   loudness=fr.loudness.astype(np.float32), pitch=fr.pitch.astype(np.float32),
                   articulation=art, phones=list(phones), lang="tts", method="tts-events",

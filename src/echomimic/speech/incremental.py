@@ -468,9 +468,7 @@ class LiveAnalyzer:
     def _activity(self, db: np.ndarray, vad: np.ndarray, hist: np.ndarray):
         """:func:`~echomimic.speech.activity.speech_activity`'s steps on a window, with the
         noise floor and speech level of the recent history."""
-        from scipy.ndimage import uniform_filter1d
-
-        from .activity import _runs
+        from .activity import smooth_activity
 
         p, hop = self.p, self.hop
         floor = noise_floor_db(hist, hop)
@@ -478,20 +476,7 @@ class LiveAnalyzer:
         peak = float(np.percentile(hist[loud_h], 95)) if loud_h.any() else float(hist.max())
         loud = db > max(floor + p.margin_db, p.abs_floor_db)
         raw = vad & loud & (db > peak - p.below_peak_db)
-        bridge = max(1, int(round(p.bridge_s / hop)))
-        min_run = max(1, int(round(p.min_run_s / hop)))
-        runs = _runs(raw)
-        mask = raw.copy()
-        for i, (s, e, v) in enumerate(runs):
-            if not v and 0 < i < len(runs) - 1 and e - s < bridge:
-                mask[s:e] = True
-        for s, e, v in _runs(mask):
-            if v and e - s < min_run:
-                mask[s:e] = False
-        ramp = max(1, int(round(p.ramp_s / hop)))
-        act = uniform_filter1d(mask.astype(np.float32), 2 * ramp + 1, mode="constant") \
-            if ramp > 1 else mask.astype(np.float32)
-        act = np.where(mask, np.maximum(act, 0.5), np.minimum(act, 0.49)).astype(np.float32)
+        act, _ = smooth_activity(raw, hop, p)
         return act, floor, act >= 0.5
 
     def forget_after(self, sample: int) -> None:

@@ -826,23 +826,12 @@ def _with_phones(speech, phones: list[Phone], offset: float):
     speech's), as :func:`~echomimic.speech.speech_from_phones` does."""
     from dataclasses import replace
 
-    from ..speech.analyze import _gate
-    from ..speech.phonetics import is_pause, truth_curves
+    from ..speech.analyze import phone_timeline
 
     n, hop = speech.n, speech.hop
     shifted = [Phone(p.start + offset, p.end + offset, p.label) for p in phones]
-    art = truth_curves(shifted, n * hop, hop)
-    for key in art:
-        a = np.asarray(art[key], np.float32)[:n]
-        if len(a) < n:
-            a = np.concatenate([a, np.full(n - len(a), a[-1] if len(a) else 0.0, np.float32)])
-        art[key] = a
-    act = np.zeros(n, np.float32)
-    t = (np.arange(n) + 0.5) * hop
-    for ph in shifted:
-        if not is_pause(ph.label):
-            act[(t >= ph.start) & (t < ph.end)] = 1.0
-    return replace(speech, activity=act, articulation=_gate(art, act), phones=shifted,
+    art, act = phone_timeline(shifted, n, hop, n * hop)
+    return replace(speech, activity=act, articulation=art, phones=shifted,
                    lang="tts", method="tts-events")
 
 
