@@ -319,9 +319,12 @@ def test_teeth_of_the_photo_are_used_when_it_shows_them():
     dark[93:112, 80:161] = (30, 15, 15)
     E = 160.0
     rest = base.copy()
-    assert MouthInterior(rest, outer, E, photo=dark, photo_lips=(upper, lower)).teeth_tex is None
+    dk = MouthInterior(rest, outer, E, photo=dark, photo_lips=(upper, lower))
+    # a dark opening without teeth is painted, not moved from the photo (its shadowed lip
+    # undersides read as lips once moved)
+    assert dk.teeth_tex is None and dk.photo_mouth is None
     mi = MouthInterior(rest, outer, E, photo=toothy, photo_lips=(upper, lower))
-    assert mi.teeth_tex is not None
+    assert mi.teeth_tex is not None and mi.photo_mouth is not None
     out = rest.copy()
     mi.paint(out, upper, np.column_stack([x, 100 + 28 * bell]),
              teeth_line=np.column_stack([x, np.full(11, 100.0)]))
