@@ -249,11 +249,11 @@ class PhotoMouth:
     """The photo's own open mouth as a layer between the moved inner lips.
 
     A photo with parted lips that shows its teeth has a real interior that no painting matches
-    (:class:`MouthInterior` uses this layer only for such photos): when the driven mouth is at the photo's opening, :meth:`layer` gives back
-    the photo's pixels, moved with the lips. A mouth opened less shows, at their size, the top of
-    the photo's interior under the upper lip (:data:`PHOTO_UPPER_SHARE` of the opening) and its
-    bottom above the lower lip (a closing lip covers the teeth, it does not squash them); a mouth
-    opened further keeps the photo's upper rows (that share of them: the upper teeth) at their
+    (:class:`MouthInterior` uses this layer only for such photos): when the driven mouth is at
+    the photo's opening, :meth:`layer` gives back the photo's pixels, moved with the lips. A
+    mouth opened less shows, at their size, the top of the photo's interior under the upper lip
+    (:data:`PHOTO_UPPER_SHARE` of the opening) and its bottom above the lower lip (a closing lip
+    covers the teeth, it does not squash them); a mouth opened further keeps the photo's upper rows (that share of them: the upper teeth) at their
     size under the upper lip and the rest above the lower lip, and leaves the rows in between to
     the painted (or enrolled) interior, cross-faded. Columns are matched corner to corner.
 
@@ -687,8 +687,8 @@ class MouthInterior:
             gy_i = np.arange(y0, y1) % gh
             gx_i = np.arange(x0, x1) % gw
             col += self.noise_sd * self.grain[gy_i][:, gx_i]
-        # ---- the photo's own open mouth, where the photo shows one: its pixels at its opening,
-        # its halves at their size under the lips when opened further
+        # ---- the photo's own open mouth, where the photo shows its teeth: its pixels at its
+        # opening, its upper teeth whole under the upper lip at any other
         if self.photo_mouth is not None:
             pcol, pa = self.photo_mouth.layer(xs, ys, yu, yl, xc, half)
             for c, pc in zip(col, cv2.split(pcol)):
