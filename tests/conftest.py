@@ -195,3 +195,17 @@ def pytest_terminal_summary(terminalreporter) -> None:
     width = max(len(t) for t, _, _ in _MEASUREMENTS)
     for test, name, text in _MEASUREMENTS:
         terminalreporter.write_line(f"{test:<{width}}  {name} = {text}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Free the full-size networks the golden tests share (tests/golden.py) once the last of
+    them has run (their modules sort next to each other: test_golden_v1, test_golden_v2)."""
+    yield
+    if item.get_closest_marker("golden") and (
+            nextitem is None or nextitem.get_closest_marker("golden") is None):
+        import sys
+
+        shared = sys.modules.get("golden")
+        if shared is not None:
+            shared.release()

@@ -1,10 +1,10 @@
 """Model versions and A/B experiments.
 
-On a real server (`echomimic serve` on 127.0.0.1, two embedded workers): 40 tiny jobs go through
-a 50/50 experiment defined by a settings file; both variants get at least 10 jobs, each job
-records its variant and its quality figures, and the per-variant counts, means and Welch's test
-appear in `GET /api/v1/experiments/{name}` and in `/metrics`, equal to what the jobs hold.
-The draw itself (weights, stickiness), the definitions' checks, the admin endpoint and
+On a real server (`echomimic serve` on 127.0.0.1, two embedded workers): 20 tiny jobs go through
+a 50/50 experiment defined by a settings file; both variants get at least 3 jobs (a fair draw of
+20 gives fewer once in 2,500 runs), each job records its variant and its quality figures, and
+the per-variant counts, means and Welch's test appear in `GET /api/v1/experiments/{name}` and in
+`/metrics`, equal to what the jobs hold. The draw itself (weights, stickiness), the definitions' checks, the admin endpoint and
 `GET /api/v1/models` are tested without rendering.
 """
 
@@ -29,7 +29,7 @@ from echomimic.service.experiments import (FIGURES, assign,  # noqa: E402
 from echomimic.service.settings import Settings  # noqa: E402
 from echomimic.service.store import JobStore  # noqa: E402
 
-N_JOBS = 40
+N_JOBS = 20
 EXPERIMENT = {"name": "expr-boost", "sticky": "job", "variants": [
     {"name": "control", "weight": 50},
     {"name": "boost", "weight": 50, "options": {"expression_scale": 1.6}}]}
@@ -118,7 +118,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finished(server, astronaut_png):
-    """40 jobs submitted through the 50/50 experiment, all finished."""
+    """20 jobs submitted through the 50/50 experiment, all finished."""
     photo = Path(astronaut_png).read_bytes()
     ids = []
     with server.client() as c:
@@ -140,7 +140,7 @@ def finished(server, astronaut_png):
     return tasks
 
 
-def test_forty_jobs_land_in_both_variants_with_their_figures(server, finished):
+def test_twenty_jobs_land_in_both_variants_with_their_figures(server, finished):
     assert {t["status"] for t in finished.values()} == {"completed"}, \
         [t["error"] for t in finished.values() if t["error"]]
     by_variant: dict[str, list[dict]] = {}
@@ -151,7 +151,7 @@ def test_forty_jobs_land_in_both_variants_with_their_figures(server, finished):
         assert set(quality) == set(FIGURES)
         assert quality["lipsync_loudness_r"] is not None and quality["still_jitter"] is not None
     assert set(by_variant) == {"control", "boost"}
-    assert all(len(v) >= 10 for v in by_variant.values()), {k: len(v) for k, v in by_variant.items()}
+    assert all(len(v) >= 3 for v in by_variant.values()), {k: len(v) for k, v in by_variant.items()}
     # the variant's options were the ones rendered
     for t in finished.values():
         params = server.store.get(t["task_id"]).params

@@ -29,7 +29,7 @@ from echomimic.service.settings import Settings  # noqa: E402
 _getaddrinfo = socket.getaddrinfo
 
 #: generated requests per operation and mode (positive: valid by the schema, negative: not)
-EXAMPLES = 80
+EXAMPLES = 50
 
 
 def _no_fetch(url: str, **_kw):

@@ -1,7 +1,7 @@
 """EchoMimic V2 against its golden fixtures (tests/data/echomimic_v2, see its README).
 
 The fixtures were computed by the official V2 code with the V1 rule weights. What V2 shares with
-V1 (reference UNet, denoising UNet, whisper) is checked by tests/test_neural_golden.py; here:
+V1 (reference UNet, denoising UNet, whisper) is checked by tests/test_golden_v1.py; here:
 
 (a) the hand-pose pictures, pixel for pixel (uint8 exactly), canvases included;
 (b) the pose encoder (V1's face-locator class with 3 input channels): keys, weights, outputs;
@@ -15,8 +15,6 @@ full-size networks (peak about 6.6 GB): run them one at a time on a shared machi
 
 from __future__ import annotations
 
-import gc
-import hashlib
 import json
 from pathlib import Path
 
@@ -26,47 +24,23 @@ import pytest
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-from echomimic.render.neural.config import UNetConfig  # noqa: E402
+import golden  # noqa: E402
+from golden import V1, assert_close, build  # noqa: E402
+
 from echomimic.render.neural.face_locator import FaceLocator  # noqa: E402
 from echomimic.render.neural.hands import (  # noqa: E402
     canvas_size, draw_hands_canvas, pictures_to_tensor, pose_picture,
 )
 from echomimic.render.neural.pipeline import SampleTrace, denoise, initial_latents  # noqa: E402
-from echomimic.render.neural.rule import fill_by_rule  # noqa: E402
 from echomimic.render.neural.scheduler import DDIMVScheduler  # noqa: E402
-from echomimic.render.neural.unet2d import ReferenceUNet2D  # noqa: E402
-from echomimic.render.neural.unet3d import DenoisingUNet3D  # noqa: E402
 from echomimic.render.neural.whisper import WhisperAudio, audio_features, feature_chunks  # noqa: E402
 
 pytestmark = pytest.mark.golden
-DATA = Path(__file__).parent / "data" / "echomimic_v2"
-V1 = Path(__file__).parent / "data" / "echomimic_v1"
+DATA = golden.V2
 
 
 def load(name: str, folder: Path = DATA) -> dict:
-    """A fixture file, merging the ``<stem>-1``, ``-2`` … parts of split ones."""
-    path = folder / name
-    if path.exists():
-        return safetensors_torch.load_file(str(path))
-    parts = sorted(folder.glob(f"{path.stem}-[0-9]*{path.suffix}"))
-    assert parts, f"fixture {name} is missing from {folder}"
-    merged: dict = {}
-    for part in parts:
-        merged.update(safetensors_torch.load_file(str(part)))
-    return merged
-
-
-def assert_close(x, gold, name: str) -> None:
-    assert tuple(x.shape) == tuple(gold.shape), f"{name}: shape {tuple(x.shape)} != {tuple(gold.shape)}"
-    err = (x.detach().float() - gold).abs().max().item()
-    scale = gold.abs().max().item()
-    assert err <= 1e-5 * scale, f"{name}: max|x-golden| = {err:.3e} > 1e-5 * {scale:.3e}"
-
-
-def build(cls, *args):
-    with torch.device("meta"):
-        net = cls(*args)
-    return fill_by_rule(net).eval().requires_grad_(False)
+    return golden.load(name, folder)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -149,8 +123,7 @@ def test_b_pose_encoder(pose_encoder, drawing):
         [(k, json.loads(s)) for k, s, _ in rows]
     sums = json.loads((DATA / "weights_checksums_pose_encoder.json").read_text())
     for key, v in pose_encoder.state_dict().items():
-        digest = hashlib.sha256(v.contiguous().numpy().astype("<f4").tobytes()).hexdigest()
-        assert digest == sums[key]["sha256"], key
+        assert golden.sha256(v) == sums[key]["sha256"], key
     b = load("b_pose_encoder.safetensors")
     r, c = b["crop_offset"].tolist()
     crop = [drawing[f"{k}.image_768"][r:r + 64, c:c + 64] for k in ("f0", "f100", "f200", "synth")]
@@ -168,27 +141,17 @@ def test_b_pose_encoder(pose_encoder, drawing):
 
 @pytest.fixture(scope="module")
 def banks():
-    """The reference UNet's features for (c), (d) and (e); the net is freed afterwards."""
-    net = build(ReferenceUNet2D, UNetConfig.from_json(V1 / "config_reference_unet.json"))
-    out = {}
-    with torch.no_grad():
-        _, out["c"] = net(load("b_reference_unet.safetensors", V1)["latent"], 0)
-        for fx in ("d", "e"):
-            f = load(f"{fx}_v2_{'loop' if fx == 'd' else 'acc_loop'}.safetensors")
-            ref = f["vae_latent_mean"] * 0.18215
-            assert_close(ref, f["ref_latent"], f"{fx}.ref_latent")
-            _, out[fx] = net(ref, int(f["ref_timestep"]))
-    del net
-    gc.collect()
-    return out
+    """The reference UNet's features for (c), (d) and (e) (computed with V1's, tests/golden.py)."""
+    runs = golden.reference_runs()
+    for fx in ("d", "e"):
+        ref, gold = runs[f"v2_{fx}_ref_latent"]
+        assert_close(ref, gold, f"{fx}.ref_latent")
+    return {fx: runs[f"v2_{fx}_banks"] for fx in ("c", "d", "e")}
 
 
 @pytest.fixture(scope="module")
 def denoising_unet(banks):
-    net = build(DenoisingUNet3D, UNetConfig.from_json(V1 / "config_reference_unet.json", cross_attention_dim=384))
-    yield net
-    del net
-    gc.collect()
+    return golden.denoising_unet()
 
 
 @pytest.fixture(scope="module")

@@ -5,88 +5,31 @@ with weights from a fixed rule; we build our networks, fill them by the same rul
 every stored tensor within max|x - golden| <= 1e-5 * max|golden| (integers exactly), the key
 names and shapes against the official key lists, and every weight against its sha256.
 
-Memory: the reference UNet (3.3 GB) is built, used for every fixture that needs it, and freed
-before the denoising UNet (5.2 GB) is built; the peak stays near 6.5 GB.
+Memory: the reference UNet (3.3 GB) is built, used for every fixture that needs it (V2's too), and
+freed before the denoising UNet (5.2 GB) is built; the peak stays near 6.5 GB (tests/golden.py).
 """
 
 from __future__ import annotations
 
-import gc
-import hashlib
 import json
-from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-from echomimic.render.neural.config import UNetConfig  # noqa: E402
+import golden  # noqa: E402
+from golden import assert_close, build, check_structure, check_weights, load  # noqa: E402
+
 from echomimic.render.neural.face_locator import FaceLocator  # noqa: E402
 from echomimic.render.neural.pipeline import SampleTrace, denoise, initial_latents  # noqa: E402
-from echomimic.render.neural.rule import fill_by_rule  # noqa: E402
 from echomimic.render.neural.scheduler import DDIMVScheduler  # noqa: E402
-from echomimic.render.neural.unet2d import ReferenceUNet2D  # noqa: E402
-from echomimic.render.neural.unet3d import DenoisingUNet3D  # noqa: E402
 from echomimic.render.neural.whisper import (  # noqa: E402
     WhisperAudio, audio_features, feature_chunks, log_mel_spectrogram,
 )
 
 pytestmark = pytest.mark.golden
-DATA = Path(__file__).parent / "data" / "echomimic_v1"
-
-
-def load(name: str) -> dict:
-    """A fixture file; the larger ones are stored split by tensor as ``<stem>-1``, ``-2`` …
-    (each under 5 MB) and merged here."""
-    path = DATA / name
-    if path.exists():
-        return safetensors_torch.load_file(str(path))
-    parts = sorted(DATA.glob(f"{path.stem}-[0-9]*{path.suffix}"))
-    assert parts, f"fixture {name} is missing from {DATA}"
-    merged: dict = {}
-    for part in parts:
-        merged.update(safetensors_torch.load_file(str(part)))
-    return merged
-
-
-def assert_close(x: torch.Tensor, gold: torch.Tensor, name: str) -> None:
-    assert tuple(x.shape) == tuple(gold.shape), f"{name}: shape {tuple(x.shape)} != {tuple(gold.shape)}"
-    err = (x.detach().float() - gold).abs().max().item()
-    scale = gold.abs().max().item()
-    assert err <= 1e-5 * scale, f"{name}: max|x-golden| = {err:.3e} > 1e-5 * {scale:.3e}"
-
-
-def key_list(net: str) -> list[tuple[str, list[int]]]:
-    rows = [ln.split("\t") for ln in (DATA / f"keys_{net}.txt").read_text().splitlines() if ln]
-    return [(k, json.loads(s)) for k, s, _ in rows]
-
-
-def check_structure(model: torch.nn.Module, net: str, prefix: str = "") -> None:
-    expected = [(k, s) for k, s in key_list(net) if k.startswith(prefix)]
-    mine = [(k, list(v.shape)) for k, v in model.state_dict().items()]
-    assert mine == expected, f"{net}: state_dict keys/shapes/order differ from keys_{net}.txt"
-
-
-def check_weights(model: torch.nn.Module, net: str, prefix: str = "") -> None:
-    """Every rule-covered entry equals the reference bit for bit (sha256, sum and abs max).
-
-    Entries the rule leaves alone ("kept": sinusoid tables) are compared with the stored kept
-    buffers elsewhere, within the tolerance (sin/cos differ in the last bit between CPUs)."""
-    sums = json.loads((DATA / f"weights_checksums_{net}.json").read_text())
-    covered = [k for k, v in sums.items() if k.startswith(prefix) and v.get("rule") != "kept"]
-    state = model.state_dict()
-    absent = [k for k in covered if k not in state]
-    assert not absent, f"{net}: entries missing from the model: {absent[:3]}"
-    bad = []
-    for key in covered:
-        ref = sums[key]
-        v = state[key].detach().contiguous()
-        digest = hashlib.sha256(v.numpy().astype("<f4").tobytes()).hexdigest()
-        if (digest != ref["sha256"] or float(v.double().sum()) != ref["sum"]
-                or float(v.abs().max()) != ref["absmax"]):
-            bad.append(key)
-    assert not bad, f"{net}: {len(bad)} rule weights differ, e.g. {bad[:3]}"
+DATA = golden.V1
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -97,12 +40,6 @@ def two_threads():
     torch.set_num_threads(old)
 
 
-def build(cls, *args):
-    with torch.device("meta"):
-        net = cls(*args)
-    return fill_by_rule(net).eval().requires_grad_(False)
-
-
 @pytest.fixture(scope="module")
 def face_locator():
     fl = build(FaceLocator, *json.loads((DATA / "config_face_locator.json").read_text()).values())
@@ -111,35 +48,13 @@ def face_locator():
 
 @pytest.fixture(scope="module")
 def reference_runs():
-    """Everything the reference UNet computes for the fixtures; the net is freed afterwards."""
-    net = build(ReferenceUNet2D, UNetConfig.from_json(DATA / "config_reference_unet.json"))
-    out: dict = {}
-    try:
-        check_structure(net, "reference_unet")
-        check_weights(net, "reference_unet")
-        out["structure"] = None
-    except AssertionError as exc:        # reported by its own test
-        out["structure"] = str(exc)
-    b, cw, e = load("b_reference_unet.safetensors"), load("c_wide_denoising_unet.safetensors"), load("e_ddim_loop.safetensors")
-    with torch.no_grad():
-        trace: dict = {}
-        out["b_sample"], out["b_banks"] = net(b["latent"], b["timestep"], trace=trace)
-        out["b_trace"] = trace
-        out["cw_sample"], out["cw_banks"] = net(cw["ref_latent"], 0)
-        out["e_ref_latent"] = e["vae_latent_mean"] * 0.18215
-        _, out["e_banks"] = net(out["e_ref_latent"], 0)
-    del net
-    gc.collect()
-    return out
+    """Everything the reference UNet computes for the fixtures (shared with the V2 tests)."""
+    return golden.reference_runs()
 
 
 @pytest.fixture(scope="module")
 def denoising_unet(reference_runs):
-    cfg = UNetConfig.from_json(DATA / "config_reference_unet.json", cross_attention_dim=384)
-    net = build(DenoisingUNet3D, cfg)
-    yield net
-    del net
-    gc.collect()
+    return golden.denoising_unet()
 
 
 @pytest.fixture(scope="module")
