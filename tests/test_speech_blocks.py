@@ -113,3 +113,33 @@ def test_live_window_follows_the_whole_clip_analysis(speech_en):
                        whole.articulation["open"][i:i + 4].mean()))
     live, ref = np.array(opened).T
     assert np.corrcoef(live, ref)[0, 1] > 0.85
+
+
+def test_live_window_learns_the_openness_gain_of_a_muffled_voice(speech_en):
+    """A voice whose openness comes out compressed (here: through an 800 Hz low-pass, like a
+    muffled microphone) is scaled up by the whole-clip analysis; a live session learns the same
+    gain from its recent speech, so its mouth opens as wide (it used to open 1/gain as wide)."""
+    import scipy.signal
+
+    x = np.asarray(load_audio(speech_en.path, sample_rate=16000).samples, np.float32)
+    b, a = scipy.signal.butter(4, 800 / 8000)
+    x = np.tile(scipy.signal.lfilter(b, a, x).astype(np.float32), 2)
+    whole = analyze_speech(Audio(x, 16000), lang="und", path="acoustic")
+    assert whole.meta.get("open_gain", 1.0) > 1.25          # the case this test is about
+    an = LiveAnalyzer()
+    opened = []
+    for i in range(40, x.size // 160 - 10, 4):
+        end = (i + 8) * 160
+        an.update(x[:end], 0, end, upto=i + 8)
+        sp = an.window(i - 30, i + 8)
+        opened.append((sp.articulation["open"][30:34].mean(),
+                       whole.articulation["open"][i:i + 4].mean(),
+                       whole.activity[i:i + 4].mean() >= 0.5))
+    live, ref, speaking = np.array(opened).T
+    speaking = speaking.astype(bool)
+    # after the first seconds (the gain is learnt from the speech heard so far)
+    late = speaking & (np.arange(live.size) * 0.04 > 3.0)
+    ratio = np.percentile(live[late], 90) / np.percentile(ref[late], 90)
+    assert 0.85 < ratio < 1.2, ratio
+    assert np.corrcoef(live, ref)[0, 1] > 0.85
+    assert an.gain == pytest.approx(whole.meta["open_gain"], abs=0.25)

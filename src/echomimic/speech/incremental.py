@@ -24,8 +24,9 @@ first frames are rendered while the rest of the clip is being analysed.
 :class:`LiveAnalyzer` is the same stage for a live session: audio arrives in ticks, the per-hop
 features (level, VAD decision, pitch, spectrum) of each new hop are computed once, when their
 window is complete, and kept in a short history; the window-level steps (activity, loudness
-range, acoustic model, gate) run on the cached rows of the frame's window, with running levels
-over the last :data:`LIVE_LEVEL_S` seconds instead of the clip's.
+range, acoustic model, openness gain, gate) run on the cached rows of the frame's window, with
+running levels over the last :data:`LIVE_LEVEL_S` seconds and an openness gain learnt from the
+last :data:`LIVE_GAIN_S` seconds of speech instead of the clip's.
 """
 
 from __future__ import annotations
@@ -327,6 +328,15 @@ class SpeechAnalyzer:
 
 #: Seconds of level history the live analyzer's noise floor and speech level are taken over.
 LIVE_LEVEL_S = 3.0
+#: Seconds of recent mouth openness the live analyzer's openness gain is taken over (the
+#: whole-clip analysis measures its gain on the busiest 8 s of the clip).
+LIVE_GAIN_S = 8.0
+#: Hops of speech the live openness gain waits for before it moves from 1 (as the whole-clip
+#: analysis needs 20 to measure one).
+LIVE_GAIN_MIN_HOPS = 20
+#: Fastest change of the live openness gain (per second): from 1 to the largest gain in about
+#: 0.6 s, so a gain that is being learnt never makes the mouth jump.
+LIVE_GAIN_SLEW = 2.0
 
 
 class LiveAnalyzer:
@@ -361,6 +371,14 @@ class LiveAnalyzer:
         self.valid = 0                                  # hops 0:valid hold rows (the
         #                                                 last ones provisional)
         self._silence = None                            # the rows of digital silence
+        # the openness gain (see analyze._open_gain), learnt from the recent speech: the
+        # acoustic model's openness and the activity of the last LIVE_GAIN_S seconds of hops
+        g = int(round(LIVE_GAIN_S / self.hop))
+        self._open = np.zeros(g, np.float32)
+        self._open_act = np.zeros(g, bool)
+        self._open_end = 0                              # hops before this one are stored
+        self.gain = 1.0
+        self._gain_at = 0                               # the hop the gain was last moved at
 
     # per-hop features --------------------------------------------------------------------
 
@@ -455,10 +473,48 @@ class LiveAnalyzer:
         X = acoustic.acoustic_features(spec, loud, pitch)
         from .analyze import _gate
 
-        art = _gate(acoustic.predict_articulation(X), act)
+        art = acoustic.predict_articulation(X)
+        gain = self._learn_gain(j0, j1, art["open"], active)
+        if gain != 1.0:
+            art["open"] = np.clip(art["open"] * gain, 0.0, 1.0).astype(np.float32)
+        art = _gate(art, act)
+        meta = {"noise_floor_db": round(floor, 2)}
+        if gain != 1.0:
+            meta["open_gain"] = round(gain, 3)
         return Speech(duration=n * hs / ANALYSIS_RATE, hop=self.hop, activity=act,
                       loudness=loud, pitch=pitch, articulation=art, lang="und",
-                      method="acoustic", meta={"noise_floor_db": round(floor, 2)})
+                      method="acoustic", meta=meta)
+
+    def _learn_gain(self, j0: int, j1: int, open_: np.ndarray, active: np.ndarray) -> float:
+        """The openness gain for a window of hops ``j0:j1``: the whole-clip analysis's rule
+        (:func:`~echomimic.speech.analyze._open_gain`) on the openness of the last
+        :data:`LIVE_GAIN_S` seconds of speech, moving at most :data:`LIVE_GAIN_SLEW` per second
+        and kept through silences (a session's voice and microphone stay the same)."""
+        from . import analyze as an
+
+        g = self._open.size
+        # hops whose window is complete replace what was stored for them (the last, provisional
+        # hops of a window are stored when a later window has their samples)
+        stop = min(j1, self.done)
+        if j0 > self._open_end:                       # hops never seen (frames were dropped)
+            self._open_act[np.arange(self._open_end, min(j0, self._open_end + g)) % g] = False
+        if stop > j0:
+            idx = np.arange(j0, stop) % g
+            self._open[idx] = open_[:stop - j0]
+            self._open_act[idx] = active[:stop - j0]
+            self._open_end = max(self._open_end, stop)
+        known = min(g, self._open_end)
+        act = self._open_act if known == g else self._open_act[:known]
+        target = self.gain
+        if known and int(act.sum()) >= LIVE_GAIN_MIN_HOPS:
+            o = self._open if known == g else self._open[:known]
+            _, target = an._open_gain(o, act)
+            target = float(target)
+        steps = max(0, j1 - self._gain_at)
+        self._gain_at = max(self._gain_at, j1)
+        reach = LIVE_GAIN_SLEW * steps * self.hop
+        self.gain = float(np.clip(target, self.gain - reach, self.gain + reach))
+        return self.gain
 
     def _rows(self, j0: int, j1: int):
         idx = np.arange(j0, max(j0, j1)) % self.size
