@@ -15,6 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import torch as safetensors_torch
 
@@ -27,6 +28,15 @@ V1 = Path(__file__).parent / "data" / "echomimic_v1"
 V2 = Path(__file__).parent / "data" / "echomimic_v2"
 
 _CACHE: dict[str, object] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def two_threads():
+    """torch on 2 threads while a golden module runs (the fixtures were computed so)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
 
 
 def load(name: str, folder: Path = V1) -> dict:

@@ -19,6 +19,8 @@ torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 import golden  # noqa: E402
+# autouse: torch on 2 threads, as the fixtures were computed
+from golden import two_threads  # noqa: E402,F401
 from golden import assert_close, build, check_structure, check_weights, load  # noqa: E402
 
 from echomimic.render.neural.face_locator import FaceLocator  # noqa: E402
@@ -30,14 +32,6 @@ from echomimic.render.neural.whisper import (  # noqa: E402
 
 pytestmark = pytest.mark.golden
 DATA = golden.V1
-
-
-@pytest.fixture(scope="module", autouse=True)
-def two_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 import golden  # noqa: E402
+# autouse: torch on 2 threads, as the fixtures were computed
+from golden import two_threads  # noqa: E402,F401
 from golden import V1, assert_close, build  # noqa: E402
 
 from echomimic.render.neural.face_locator import FaceLocator  # noqa: E402
@@ -41,14 +43,6 @@ DATA = golden.V2
 
 def load(name: str, folder: Path = DATA) -> dict:
     return golden.load(name, folder)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def two_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
