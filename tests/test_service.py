@@ -577,6 +577,8 @@ def test_settings_from_environment(tmp_path):
     assert s.url_allow == ("media.local", "10.1.0.0/16")
     assert s.database_url == f"sqlite:///{(tmp_path / 'jobs.db').resolve()}"
     assert Settings.from_env({"ECHOMIMIC_DB_URL": "sqlite:///x.db"}).database_url == "sqlite:///x.db"
+    assert s.stream_processes is False
+    assert Settings.from_env({"ECHOMIMIC_STREAM_PROCESSES": "on"}).stream_processes is True
     with pytest.raises(InvalidOption):
         Settings.from_env({"ECHOMIMIC_AUTH": "maybe"})
     with pytest.raises(InvalidOption):

@@ -50,6 +50,45 @@ def speech_pcm() -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 
 
+def test_an_engine_in_its_own_process_gives_the_same_stream(photo, speech_pcm):
+    """ProcessStream: the same session in a child process (so sessions side by side do not
+    share one interpreter lock); its output equals the in-process engine's, item for item."""
+    from echomimic.errors import InvalidOption
+    from echomimic.stream.process import ProcessStream
+
+    pcm = np.concatenate([speech_pcm[: 2 * SR], np.zeros(SR // 2, np.int16)])
+
+    def run(cls):
+        with cls(photo, realtime=False, crop="face", size=128, fps=25) as s:
+            sub = s.subscribe()
+            s.push_audio(pcm.tobytes(), SR)
+            s.end()
+            items = list(sub)
+            return items, s.info(), s.stats
+
+    mine, info, stats = run(ProcessStream)
+    ref, _, _ = run(Stream)
+    frames = [i for i in mine if isinstance(i, VideoFrame)]
+    ref_frames = [i for i in ref if isinstance(i, VideoFrame)]
+    assert len(frames) == len(ref_frames) >= 60
+    for a, b in zip(frames, ref_frames):
+        assert a.index == b.index and np.array_equal(a.image, b.image) and a.motion == b.motion
+    audio = np.concatenate([i.samples for i in mine if isinstance(i, AudioChunk)])
+    ref_audio = np.concatenate([i.samples for i in ref if isinstance(i, AudioChunk)])
+    assert np.array_equal(audio, ref_audio)
+    assert [e.type for e in mine if isinstance(e, Event)] == \
+        [e.type for e in ref if isinstance(e, Event)]
+    # the child's figures outlive it
+    assert info["state"] == "closed" and stats["frames_sent"] == len(frames)
+    # errors of the child's set-up reach the caller as themselves, and leave no process behind
+    with pytest.raises(InvalidOption, match="lookahead"):
+        ProcessStream(photo, realtime=False, lookahead=0.5)
+    import multiprocessing
+
+    assert not [p for p in multiprocessing.active_children() if p.name == "echomimic-stream-engine"]
+
+
+
 def test_stream_follows_the_audio_clock_and_closes_the_mouth(photo, speech_pcm):
     pcm = speech_pcm[: 3 * SR]
     pcm = np.concatenate([pcm, np.zeros(SR, np.int16)])          # 1 s of silence after
@@ -576,8 +615,21 @@ def test_an_idle_session_is_closed_after_the_timeout(server, photo):
         mgr.idle_s = idle_s
 
 
-def test_end_message_plays_the_queue_then_closes_with_the_events(server, photo, speech_pcm):
-    sid = _open(server, photo, size=128)["session_id"]
+@pytest.mark.parametrize("processes", [False, True], ids=["thread-engine", "process-engine"])
+def test_end_message_plays_the_queue_then_closes_with_the_events(server, photo, speech_pcm,
+                                                                 processes):
+    # ECHOMIMIC_STREAM_PROCESSES=on: the session's engine runs in a process of its own
+    state = server.app.state
+    settings = state.settings
+    state.settings = settings.with_(stream_processes=processes)
+    try:
+        sid = _open(server, photo, size=128)["session_id"]
+    finally:
+        state.settings = settings
+    if processes:
+        import multiprocessing
+
+        assert [p for p in multiprocessing.active_children() if p.name == "echomimic-stream-engine"]
 
     async def run():
         url = f"ws://127.0.0.1:{server.port}/api/v1/sessions/{sid}/input?token={server.key_a}"

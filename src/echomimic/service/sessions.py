@@ -358,6 +358,10 @@ async def create_session(request: Request):
             str(url), max_bytes=settings.max_image_bytes, timeout=settings.url_timeout,
             allow=AllowList(settings.url_allow))
         rgb, digest = load_image(data, max_pixels=settings.max_pixels)
+        if settings.stream_processes:
+            from ..stream.process import ProcessStream
+
+            return ProcessStream((rgb, digest), realtime=True, **options)
         return Stream((rgb, digest), realtime=True, **options)
 
     stream = await run_in_threadpool(open_stream)

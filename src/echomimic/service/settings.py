@@ -112,6 +112,7 @@ class Settings:
     result_url_ttl: float = 3600.0
     retention_days: int = 0                # 0 = keep finished jobs forever
     cleanup_interval: float = 3600.0
+    stream_processes: bool = False         # live sessions' engines in processes of their own
 
     @property
     def celery_broker_url(self) -> str:
@@ -164,4 +165,6 @@ class Settings:
             result_url_ttl=_num(env, "ECHOMIMIC_RESULT_URL_TTL", cls.result_url_ttl, float),
             retention_days=_count(env, "ECHOMIMIC_RETENTION_DAYS", cls.retention_days),
             cleanup_interval=_num(env, "ECHOMIMIC_CLEANUP_INTERVAL", cls.cleanup_interval, float),
+            stream_processes=_flag(env.get("ECHOMIMIC_STREAM_PROCESSES", "off"),
+                                   "ECHOMIMIC_STREAM_PROCESSES"),
         )

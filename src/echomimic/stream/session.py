@@ -512,7 +512,10 @@ class Stream:
             if sub in self._subs:
                 self._subs.remove(sub)
                 if sub.overflowed:
-                    self.stats["subscribers_closed_slow"] += 1
+                    self._count_slow_subscriber()
+
+    def _count_slow_subscriber(self) -> None:
+        self.stats["subscribers_closed_slow"] += 1
 
     def __iter__(self) -> Iterator[AudioChunk | VideoFrame | Event]:
         sub = self.subscribe()
