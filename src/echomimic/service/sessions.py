@@ -302,7 +302,7 @@ def info_json(s: LiveSession, request: Request | None = None) -> dict[str, Any]:
 @router.post(f"{API}/sessions", status_code=201, summary="Open a live session")
 async def create_session(request: Request):
     from ..media import load_image
-    from ..stream import Stream
+    from ..stream import ProcessStream, Stream
     from .app import json_object
     from .limits import TooManyJobs
     from .urls import AllowList, fetch
@@ -358,11 +358,8 @@ async def create_session(request: Request):
             str(url), max_bytes=settings.max_image_bytes, timeout=settings.url_timeout,
             allow=AllowList(settings.url_allow))
         rgb, digest = load_image(data, max_pixels=settings.max_pixels)
-        if settings.stream_processes:
-            from ..stream.process import ProcessStream
-
-            return ProcessStream((rgb, digest), realtime=True, **options)
-        return Stream((rgb, digest), realtime=True, **options)
+        engine = ProcessStream if settings.stream_processes else Stream
+        return engine((rgb, digest), realtime=True, **options)
 
     stream = await run_in_threadpool(open_stream)
     sid = uuid.uuid4().hex

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from ..errors import EchomimicError
-from .session import SUBSCRIBER_QUEUE, BufferFull, Stream, StreamClosed, Subscription
+from .session import SAMPLE_RATE, SUBSCRIBER_QUEUE, BufferFull, Stream, StreamClosed, Subscription
 
 log = logging.getLogger("echomimic.stream")
 
@@ -176,7 +176,7 @@ class ProcessStream:
 
     # ------------------------------------------------------------------------------------
 
-    def push_audio(self, pcm: Any, rate: int = 16000, *, block: bool = True,
+    def push_audio(self, pcm: Any, rate: int = SAMPLE_RATE, *, block: bool = True,
                    timeout: float | None = None) -> None:
         """As :meth:`Stream.push_audio`; a full buffer is waited on here (the child never
         blocks, so an ``interrupt`` gets through while a push waits)."""
