@@ -76,6 +76,7 @@ _lock = threading.RLock()
 _lib: ctypes.CDLL | None = None
 _rate: int = SAMPLE_RATE
 _state: dict = {"samples": [], "events": []}
+_spoken = False          # the loaded library has synthesized since it was loaded
 
 
 def _on_synth(wav, numsamples, events):  # called by espeak-ng from espeak_Synth
@@ -94,9 +95,21 @@ def _on_synth(wav, numsamples, events):  # called by espeak-ng from espeak_Synth
 _callback = _SynthCallback(_on_synth)  # keep a reference for the library's lifetime
 
 
-def _library() -> ctypes.CDLL:
-    """Load and initialize libespeak-ng once (caller holds the lock)."""
-    global _lib, _rate
+def _library(fresh: bool = False) -> ctypes.CDLL:
+    """Load and initialize libespeak-ng (caller holds the lock).
+
+    With ``fresh``, a library that has spoken before is unloaded and loaded again first:
+    espeak-ng keeps state from one utterance to the next that no call resets (the phase of its
+    pitch flutter is a static variable), so the same text would come out slightly differently
+    depending on what was spoken before in the process. Reloading costs about a millisecond
+    and makes every utterance depend on its own text and options only."""
+    global _lib, _rate, _spoken
+    if _lib is not None and fresh and _spoken:
+        import _ctypes
+
+        _lib.espeak_Terminate()
+        _ctypes.dlclose(_lib._handle)
+        _lib, _spoken = None, False
     if _lib is not None:
         return _lib
     import espeakng_loader
@@ -213,8 +226,10 @@ def _check_prosody(rate: int, pitch: int, volume: int) -> None:
 
 def _speak(text: str, name: str, rate: int, pitch: int, volume: int) -> tuple[Audio, list[Phone]]:
     """One espeak-ng call (the text must fit one chunk)."""
+    global _spoken
     with _lock:
-        lib = _library()
+        lib = _library(fresh=True)
+        _spoken = True
         if lib.espeak_SetVoiceByName(name.encode()) != 0:
             raise InvalidOption(f"espeak-ng has no voice {name!r}")
         lib.espeak_SetParameter(_PARAM_RATE, int(rate), 0)
