@@ -6,10 +6,19 @@ espeak-ng); nothing is downloaded and nothing is read from outside the repositor
 ``measured(name, value)`` records a figure that the end-to-end tests compute; the figures are
 printed in a "measured figures" section at the end of the run, so a failing threshold can be read
 next to the value that was measured.
+
+``make test`` runs the suite in parallel processes (pytest-xdist, ``-n auto --dist loadgroup``).
+Tests marked ``realtime`` (live sessions paced by the wall clock, browsers) run alone: while one
+runs, no other test runs in another process (see :func:`pytest_runtest_protocol`). A module's
+tests run in one process, and so do the golden tests, which share one network build.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +44,19 @@ PHRASES: dict[str, tuple[str, ...]] = {
 }
 
 _MEASUREMENTS: list[tuple[str, str, str]] = []
+
+#: In a parallel run each test process computes on one core (the processes fill the machine;
+#: thread pools on top of them only contend).
+PARALLEL = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+if PARALLEL:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import cv2
+
+    cv2.setNumThreads(1)
+
+#: Prefix of the ``user_properties`` entries that carry a measured figure to the summary (they
+#: travel with the test report, so figures measured in a parallel worker reach the summary too).
+_MEASURED = "measured: "
 
 
 @dataclass(frozen=True)
@@ -183,9 +205,18 @@ def measured(request):
             text = f"{value:.4g}"
         else:
             text = str(value)
-        _MEASUREMENTS.append((request.node.nodeid.split("::")[-1], name, text))
+        request.node.user_properties.append((_MEASURED + name, text))
 
     return record
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.when != "teardown":
+        return
+    test = report.nodeid.split("::")[-1]
+    for key, text in report.user_properties:
+        if isinstance(key, str) and key.startswith(_MEASURED):
+            _MEASUREMENTS.append((test, key[len(_MEASURED):], text))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -195,6 +226,57 @@ def pytest_terminal_summary(terminalreporter) -> None:
     width = max(len(t) for t, _, _ in _MEASUREMENTS)
     for test, name, text in _MEASUREMENTS:
         terminalreporter.write_line(f"{test:<{width}}  {name} = {text}")
+
+
+# ------------------------------------------------------------------------------------------
+# parallel runs
+# ------------------------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Parallel runs hand out whole modules (their module-scoped fixtures, such as a rendered
+    clip or a running service, are then made once), and the two golden modules together."""
+    for item in items:
+        group = "golden" if item.get_closest_marker("golden") else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@contextmanager
+def _cpu_turn(exclusive: bool):
+    """Share the machine between parallel test processes, or have it alone.
+
+    Two lock files of the run: a test takes ``cpu`` shared and a ``realtime`` test takes it
+    exclusive, so it waits for the tests running elsewhere to end and no other test starts
+    while it runs. ``gate`` gives the exclusive request precedence: a test passes through it
+    (shared) before taking ``cpu``, and the exclusive request holds it, so tests arriving
+    in the meantime wait behind it instead of overtaking it."""
+    folder = Path(tempfile.gettempdir())
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "run")
+    with open(folder / f"echomimic-tests-{run}.gate", "a") as gate, \
+            open(folder / f"echomimic-tests-{run}.cpu", "a") as cpu:
+        if exclusive:
+            fcntl.flock(gate, fcntl.LOCK_EX)
+            fcntl.flock(cpu, fcntl.LOCK_EX)
+        else:
+            fcntl.flock(gate, fcntl.LOCK_SH)
+            fcntl.flock(cpu, fcntl.LOCK_SH)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(cpu, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """In a parallel run, a ``realtime`` test has the machine to itself (set-up, call and
+    tear-down); other tests share it."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    with _cpu_turn(item.get_closest_marker("realtime") is not None):
+        yield
 
 
 @pytest.hookimpl(hookwrapper=True)

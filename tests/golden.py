@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,10 @@ _CACHE: dict[str, object] = {}
 
 @pytest.fixture(scope="module", autouse=True)
 def two_threads():
-    """torch on 2 threads while a golden module runs (the fixtures were computed so)."""
+    """torch on 2 threads while a golden module runs (the fixtures were computed so), or on
+    one in a parallel run, where the other test processes use the other cores."""
     old = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
     yield
     torch.set_num_threads(old)
 

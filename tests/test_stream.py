@@ -26,6 +26,9 @@ from echomimic.stream import AudioChunk, Event, Stream, VideoFrame  # noqa: E402
 
 from service_harness import free_port, wait_for  # noqa: E402
 
+#: Live sessions keep the wall clock: in a parallel run they have the machine to themselves.
+pytestmark = pytest.mark.realtime
+
 SR = 16000
 
 

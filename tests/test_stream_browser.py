@@ -28,6 +28,8 @@ websockets = pytest.importorskip("websockets")
 
 from service_harness import find_chromium, free_port, wait_for  # noqa: E402
 
+pytestmark = pytest.mark.realtime
+
 LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 

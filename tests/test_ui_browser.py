@@ -26,6 +26,7 @@ from service_harness import find_chromium  # noqa: E402
 CHROMIUM = find_chromium()
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.realtime,
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install "
                                                 "chromium, or set ECHOMIMIC_CHROMIUM)"),
 ]
