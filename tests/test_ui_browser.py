@@ -144,7 +144,9 @@ def test_page_loads_offline_on_desktop_and_phone(ui_server, watched):
         w.open(ui_server)
         page = w.page
         for tab in ("Audio", "Video", "Mixed", "Text"):
-            assert page.get_by_role("tab", name=tab, exact=True).is_visible(), (name, tab)
+            # the tab bar is laid out after the page's scripts measure it (waits up to 10 s)
+            sync_api.expect(page.get_by_role("tab", name=tab, exact=True)).to_be_visible(
+                timeout=10_000)
         assert page.locator("#portrait").is_visible()
         assert page.locator("#generate").is_visible()
         # the page must fit a phone's width: no horizontal scrolling
