@@ -32,7 +32,7 @@ demo: $(STAMP)
 	$(BIN)/echomimic demo -o demo/demo.mp4 --preview demo/demo.png
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/echomimic bench --seconds 10 --sizes 512,1080p

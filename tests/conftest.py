@@ -7,7 +7,7 @@ espeak-ng); nothing is downloaded and nothing is read from outside the repositor
 printed in a "measured figures" section at the end of the run, so a failing threshold can be read
 next to the value that was measured.
 
-``make test`` runs the suite in parallel processes (pytest-xdist, ``-n auto --dist loadgroup``).
+``make test`` runs the suite in parallel processes (pytest-xdist, ``-n auto``).
 Tests marked ``realtime`` (live sessions paced by the wall clock, browsers) run alone: while one
 runs, no other test runs in another process (see :func:`pytest_runtest_protocol`). A module's
 tests run in one process, and so do the golden tests, which share one network build.
@@ -233,12 +233,18 @@ def pytest_terminal_summary(terminalreporter) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def pytest_collection_modifyitems(items) -> None:
+def pytest_xdist_make_scheduler(config, log):
     """Parallel runs hand out whole modules (their module-scoped fixtures, such as a rendered
-    clip or a running service, are then made once), and the two golden modules together."""
-    for item in items:
-        group = "golden" if item.get_closest_marker("golden") else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
+    clip or a running service, are then made once), and the two golden modules together (they
+    share one build of the full-size networks, see tests/golden.py)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "golden" if Path(module).name.startswith("test_golden") else module
+
+    return ModuleScheduling(config, log)
 
 
 @contextmanager
@@ -291,3 +297,4 @@ def pytest_runtest_teardown(item, nextitem):
         shared = sys.modules.get("golden")
         if shared is not None:
             shared.release()
+
