@@ -248,7 +248,7 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 @contextmanager
-def _cpu_turn(exclusive: bool):
+def _cpu_turn(config, exclusive: bool):
     """Share the machine between parallel test processes, or have it alone.
 
     Two lock files of the run: a test takes ``cpu`` shared and a ``realtime`` test takes it
@@ -256,7 +256,9 @@ def _cpu_turn(exclusive: bool):
     while it runs. ``gate`` gives the exclusive request precedence: a test passes through it
     (shared) before taking ``cpu``, and the exclusive request holds it, so tests arriving
     in the meantime wait behind it instead of overtaking it."""
-    folder = Path(tempfile.gettempdir())
+    # a worker's temporary folder lies in the run's, which pytest removes after a few runs
+    base = config.option.basetemp
+    folder = Path(base).parent if base else Path(tempfile.gettempdir())
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "run")
     with open(folder / f"echomimic-tests-{run}.gate", "a") as gate, \
             open(folder / f"echomimic-tests-{run}.cpu", "a") as cpu:
@@ -278,10 +280,10 @@ def _cpu_turn(exclusive: bool):
 def pytest_runtest_protocol(item, nextitem):
     """In a parallel run, a ``realtime`` test has the machine to itself (set-up, call and
     tear-down); other tests share it."""
-    if "PYTEST_XDIST_WORKER" not in os.environ:
+    if not PARALLEL:
         yield
         return
-    with _cpu_turn(item.get_closest_marker("realtime") is not None):
+    with _cpu_turn(item.config, item.get_closest_marker("realtime") is not None):
         yield
 
 
@@ -297,4 +299,3 @@ def pytest_runtest_teardown(item, nextitem):
         shared = sys.modules.get("golden")
         if shared is not None:
             shared.release()
-
