@@ -70,3 +70,34 @@ def test_a_cancelled_job_stops_the_producer(astronaut_png, speech_en, tmp_path):
                 **OPTS)
     assert not any(t.name == "echomimic-speech" and t.is_alive() for t in threading.enumerate())
     assert not (tmp_path / "c.mp4").exists()
+
+
+def test_frames_are_rendered_with_one_opencv_thread_and_the_setting_comes_back(
+        astronaut_png, speech_en, tmp_path, monkeypatch):
+    """OpenCV's workers would compete with the encoder thread for the same cores: a job renders
+    with the thread count of ``ECHOMIMIC_OPENCV_THREADS`` (1 by default; 0 leaves OpenCV's own),
+    and the process's setting comes back afterwards."""
+    import cv2
+
+    from echomimic.render.warp import WarpRenderer
+
+    seen: list[int] = []
+    render_into = WarpRenderer.render_into
+
+    def spy(self, m, frame):
+        seen.append(cv2.getNumThreads())
+        return render_into(self, m, frame)
+
+    monkeypatch.setattr(WarpRenderer, "render_into", spy)
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(3)
+        animate(astronaut_png, tmp_path / "a.mp4", audio=speech_en.path, **OPTS)
+        assert seen and set(seen) == {1}
+        assert cv2.getNumThreads() == 3
+        seen.clear()
+        monkeypatch.setenv("ECHOMIMIC_OPENCV_THREADS", "0")
+        animate(astronaut_png, tmp_path / "b.mp4", audio=speech_en.path, **OPTS)
+        assert seen and set(seen) == {3}
+    finally:
+        cv2.setNumThreads(before)

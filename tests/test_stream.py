@@ -127,6 +127,48 @@ def test_stream_follows_the_audio_clock_and_closes_the_mouth(photo, speech_pcm):
     assert any(e.type == "speaking" for e in events) and events[-1].type == "end"
 
 
+def test_a_frame_leaves_as_soon_as_its_window_is_complete(photo, speech_pcm):
+    """Frame i needs the audio up to the end of its interval plus the lookahead; it is sent at
+    the tick that completes that window, right ahead of its own sound (the audio sent before it
+    ends exactly at its timestamp), not a tick later."""
+    with Stream(photo, realtime=False, crop="face", size=128) as s:
+        sub = s.subscribe()
+        s.push_audio(speech_pcm[:3 * SR].tobytes(), SR)
+        s.end()
+        sent_before = []
+        audio_out = 0
+        for item in sub:
+            if isinstance(item, AudioChunk):
+                audio_out = item.pts + item.samples.size
+            elif isinstance(item, VideoFrame):
+                sent_before.append(audio_out - int(round(item.index * SR / 25)))
+    assert len(sent_before) >= 70
+    assert set(sent_before[3:]) == {0}, sorted(set(sent_before))
+
+
+def test_a_frame_one_frame_behind_is_sent_late_rather_than_dropped(photo, speech_pcm):
+    """A brief stall of the CPU (here: one frame takes 100 ms to render) leaves one frame
+    behind its time: it is still rendered and sent (counted in ``frames_behind``), and the
+    engine catches up without dropping any frame."""
+    with Stream(photo, realtime=True, crop="face", size=128) as s:
+        render = s.renderer.render
+        calls = []
+
+        def slow_once(m):
+            calls.append(1)
+            if len(calls) == 15:
+                time.sleep(0.1)
+            return render(m)
+
+        s.renderer.render = slow_once
+        sub = s.subscribe(("video",))
+        frames = [sub.get(timeout=10) for _ in range(40)]
+        stats = dict(s.stats)
+    assert [f.index for f in frames] == list(range(frames[0].index, frames[0].index + 40))
+    assert stats["frames_dropped"] == 0, stats
+    assert stats["frames_behind"] >= 1, stats
+
+
 def test_idle_life_goes_on_without_audio(photo):
     with Stream(photo, realtime=True, crop="face", size=256) as s:
         sub = s.subscribe(("video",))

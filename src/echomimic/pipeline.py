@@ -299,7 +299,19 @@ def render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLi
                  preview_every: int = 0, persona: Any = None,
                  ) -> tuple[dict[str, float], dict[str, Any], list[np.ndarray]]:
     """Render ``track`` on ``portrait`` and encode it with ``audio`` to ``output``; with a
-    ``persona`` (a loaded :class:`~echomimic.types.Persona`) the mouth shows its interiors."""
+    ``persona`` (a loaded :class:`~echomimic.types.Persona`) the mouth shows its interiors.
+    OpenCV runs with the renderer's thread count meanwhile (:func:`~echomimic.render.rendering_threads`)."""
+    from .render import rendering_threads
+
+    with rendering_threads():
+        return _render_video(portrait, track, output, audio=audio, opts=opts, progress=progress,
+                             preview_every=preview_every, persona=persona)
+
+
+def _render_video(portrait: Portrait, track: MotionTrack, output: str | os.PathLike, *,
+                  audio: Any, opts: AnimateOptions, progress: ProgressFn | None,
+                  preview_every: int, persona: Any,
+                  ) -> tuple[dict[str, float], dict[str, Any], list[np.ndarray]]:
     from .media import Mp4Writer
     from .render import get_renderer
     from .safety import content_label, frame_marker

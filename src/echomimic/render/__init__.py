@@ -9,8 +9,11 @@ calls once before the first ``render``; ``render`` then returns the clip's frame
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 from importlib import metadata
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 
@@ -21,6 +24,55 @@ from ..types import Portrait
 _BUILTIN = {"warp": "echomimic.render.warp:WarpRenderer",
             "echomimic-v1": "echomimic.render.neural:EchoMimicV1Renderer",
             "echomimic-v2": "echomimic.render.neural:EchoMimicV2Renderer"}
+
+
+#: OpenCV worker threads while frames are rendered (``ECHOMIMIC_OPENCV_THREADS``; 0 leaves
+#: OpenCV's own default, one per core). One is the default: the renderer's remaps and resizes are
+#: small, and OpenCV's workers then compete for the same cores with the encoder thread, the
+#: speech analysis and other sessions. On two cores one thread renders as fast (wall time) and
+#: spends 25-30 % less CPU per frame (benchmarks/README.md, "OpenCV threads").
+OPENCV_THREADS_DEFAULT = 1
+
+_cv_lock = threading.Lock()
+_cv_users = 0
+_cv_saved: int | None = None
+
+
+def opencv_threads_setting() -> int:
+    """The OpenCV thread count rendering uses (0: OpenCV's default)."""
+    raw = os.environ.get("ECHOMIMIC_OPENCV_THREADS", "").strip()
+    try:
+        return max(0, int(raw)) if raw else OPENCV_THREADS_DEFAULT
+    except ValueError:
+        return OPENCV_THREADS_DEFAULT
+
+
+@contextlib.contextmanager
+def rendering_threads() -> Iterator[None]:
+    """Run the body with OpenCV's thread count set for rendering (see
+    :data:`OPENCV_THREADS_DEFAULT`); the process's previous setting comes back when the last
+    job inside such a block ends (OpenCV's setting is process-wide, so jobs running side by side
+    share it)."""
+    global _cv_users, _cv_saved
+    n = opencv_threads_setting()
+    if n == 0:
+        yield
+        return
+    import cv2
+
+    with _cv_lock:
+        if _cv_users == 0:
+            _cv_saved = cv2.getNumThreads()
+            cv2.setNumThreads(n)
+        _cv_users += 1
+    try:
+        yield
+    finally:
+        with _cv_lock:
+            _cv_users -= 1
+            if _cv_users == 0 and _cv_saved is not None:
+                cv2.setNumThreads(_cv_saved)
+                _cv_saved = None
 
 
 class Renderer(Protocol):

@@ -126,8 +126,8 @@ class SessionManager:
         with self.lock:
             if self.sessions.pop(s.id, None) is not None:
                 st = s.stream.stats
-                for k in ("frames_sent", "frames_dropped", "frames_late"):
-                    self.ended[k] = self.ended.get(k, 0) + st[k]
+                for k in ("frames_sent", "frames_dropped", "frames_late", "frames_behind"):
+                    self.ended[k] = self.ended.get(k, 0) + st.get(k, 0)
                 self.ended.setdefault("latency", []).extend(st["first_frame_latency_ms"])
                 self.ended.setdefault("interrupt", []).extend(st["interrupt_latency_ms"])
                 for k in ("latency", "interrupt"):
@@ -185,15 +185,15 @@ class SessionMetrics:
         lat, intr = list(totals.pop("latency", [])), list(totals.pop("interrupt", []))
         for st in streams:
             stats = st.stats
-            for k in ("frames_sent", "frames_dropped", "frames_late"):
-                totals[k] = totals.get(k, 0) + stats[k]
+            for k in ("frames_sent", "frames_dropped", "frames_late", "frames_behind"):
+                totals[k] = totals.get(k, 0) + stats.get(k, 0)
             lat += stats["first_frame_latency_ms"]
             intr += stats["interrupt_latency_ms"]
         yield GaugeMetricFamily("echomimic_live_sessions", "Live sessions open",
                                 value=len(streams))
         frames = CounterMetricFamily("echomimic_live_frames", "Frames of live sessions",
                                      labels=["kind"])
-        for k in ("sent", "dropped", "late"):
+        for k in ("sent", "dropped", "late", "behind"):
             frames.add_metric([k], totals.get(f"frames_{k}", 0))
         yield frames
         for name, values, what in (("first_frame_latency", lat, "first audio chunk to its first frame"),

@@ -74,7 +74,9 @@ def _concurrent(photo: bytes, speech: np.ndarray, size: int, fps: float, max_ses
         dropped = sum(x["frames_dropped"] for x in stats)
         total = sum(x["frames_sent"] + x["frames_dropped"] for x in stats)
         pct = 100.0 * dropped / max(1, total)
-        results.append({"sessions": k, "dropped_pct": round(pct, 2)})
+        behind = sum(x.get("frames_behind", 0) for x in stats)
+        results.append({"sessions": k, "dropped_pct": round(pct, 2),
+                        "sent_one_frame_late_pct": round(100.0 * behind / max(1, total), 2)})
         if pct <= 0.1:
             held = k
         else:
@@ -169,7 +171,7 @@ def run_stream_bench(*, minutes: float = 1.0, size: int = 512, fps: float = 25.0
     report["first_frame_latency_ms"] = st["first_frame_latency_ms"]
     report["audio_to_mouth_offset_ms"] = _offset_ms(col, fps)
     report["frames"] = {"sent": st["frames_sent"], "dropped": st["frames_dropped"],
-                        "late": st["frames_late"],
+                        "late": st["frames_late"], "behind": st.get("frames_behind", 0),
                         "dropped_pct": round(100.0 * st["frames_dropped"] /
                                              max(1, st["frames_sent"] + st["frames_dropped"]), 3)}
     report["render_ms_mean"] = round(st["render_ms_mean"], 2)

@@ -214,6 +214,7 @@ class ProcessStream:
     @property
     def stats(self) -> dict[str, Any]:
         s: dict[str, Any] = {"frames_sent": 0, "frames_dropped": 0, "frames_late": 0,
+                             "frames_behind": 0,
                              "audio_seconds": 0.0, "render_ms_mean": 0.0, "analysis_ms_mean": 0.0,
                              "first_frame_latency_ms": [], "interrupt_latency_ms": []}
         try:

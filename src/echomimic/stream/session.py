@@ -57,6 +57,11 @@ TICK = 0.02
 LOOKAHEAD = 0.08
 #: Default analysis context before a frame (seconds).
 CONTEXT = 0.3
+#: Frames that may wait behind the newest due frame and still be rendered: a frame due one frame
+#: ago is rendered and sent (with its own timestamp; viewers' jitter buffers absorb the delay)
+#: rather than dropped, so a brief stall of the CPU (another process, a garbage collection)
+#: costs no frame; frames further behind are dropped. Audio is never held back either way.
+MAX_BACKLOG = 1
 #: Seconds of idle life made once and played back and forth.
 IDLE_LOOP = 60.0
 #: Most seconds of audio waiting in the FIFO (push_audio blocks, or fails without blocking).
@@ -339,7 +344,8 @@ class Stream:
         self._subs_lock = threading.Lock()
         self._speaking = False
         self.stats: dict[str, Any] = {
-            "frames_sent": 0, "frames_dropped": 0, "frames_late": 0, "audio_seconds": 0.0,
+            "frames_sent": 0, "frames_dropped": 0, "frames_late": 0, "frames_behind": 0,
+            "audio_seconds": 0.0,
             "render_ms_mean": 0.0, "analysis_ms_mean": 0.0, "first_frame_latency_ms": [],
             "interrupt_latency_ms": [], "subscribers_closed_slow": 0,
         }
@@ -708,7 +714,11 @@ class Stream:
         return dict(zip(mixed.channels, mixed.values[0].tolist()))
 
     def _frame_due(self, i: int) -> bool:
-        return int(round(i * self._frame_len)) < self.out_pos
+        """Frame ``i`` is due as soon as its analysis window is complete (its interval and the
+        lookahead have been taken in); the audio before its interval has been sent out by then,
+        so it leaves just ahead of its own sound."""
+        w1 = int(round((i + 1) * self._frame_len)) + int(round(self.lookahead * SAMPLE_RATE))
+        return w1 <= self.intake
 
     def _render(self, i: int) -> None:
         m = self._motion(i)
@@ -735,6 +745,12 @@ class Stream:
         self._emit(VideoFrame(i, self.fps, img, m))
 
     def _run(self) -> None:
+        from ..render import rendering_threads
+
+        with rendering_threads():          # OpenCV's thread count for rendering, as offline
+            self._engine()
+
+    def _engine(self) -> None:
         t_start = time.perf_counter()
         try:
             while True:
@@ -754,7 +770,7 @@ class Stream:
                     # every tick the wall clock has reached: audio never waits for pictures
                     ticks = int((time.perf_counter() - t_start) * SAMPLE_RATE) // self._tick \
                         - self.intake // self._tick
-                    if ticks <= 0:
+                    if ticks <= 0 and not self._frame_due(self.next_frame):
                         due = t_start + (self.intake + self._tick) / SAMPLE_RATE
                         with self._cv:
                             self._cv.wait(max(0.0, due - time.perf_counter()))
@@ -765,14 +781,20 @@ class Stream:
                         self._advance()
                 else:
                     self._advance()
-                # the newest frame now due is rendered; older ones still waiting are dropped
+                # frames now due: in real time, the oldest of the newest 1 + MAX_BACKLOG is
+                # rendered (older ones are dropped) and the clock is looked at again before the
+                # next, so audio keeps its pace; offline, every one
                 last = self.next_frame - 1
                 while self._frame_due(last + 1):
                     last += 1
                 if last >= self.next_frame:
                     if self.realtime:
-                        self.stats["frames_dropped"] += last - self.next_frame
-                        self.next_frame = last
+                        if last - self.next_frame > MAX_BACKLOG:
+                            self.stats["frames_dropped"] += last - self.next_frame - MAX_BACKLOG
+                            self.next_frame = last - MAX_BACKLOG
+                        if last > self.next_frame:
+                            self.stats["frames_behind"] += 1   # sent a frame late, not dropped
+                        last = self.next_frame
                     while self.next_frame <= last:
                         i = self.next_frame
                         self.next_frame += 1
