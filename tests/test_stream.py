@@ -564,6 +564,7 @@ def test_metrics_export_live_sessions(server, photo):
         text = httpx.get(f"{server.base}/metrics", timeout=10).text
         assert "echomimic_live_sessions 1.0" in text
         assert 'echomimic_live_frames_total{kind="dropped"}' in text
+        assert 'echomimic_live_frames_total{kind="behind"}' in text
         assert "echomimic_live_first_frame_latency_seconds_count" in text
     finally:
         _close(server, sid)
