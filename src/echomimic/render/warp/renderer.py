@@ -484,8 +484,9 @@ class WarpRenderer:
         return out
 
     # ------------------------------------------------------------------------------------------
-    def render_roi(self, m: dict[str, float]) -> np.ndarray:
-        """The frame's region of interest (ROI pixels, RGB uint8)."""
+    def render_roi(self, m: dict[str, float], out: np.ndarray | None = None) -> np.ndarray:
+        """The frame's region of interest (ROI pixels, RGB uint8), written into ``out`` (an
+        array of the ROI's shape, e.g. the ROI of a frame buffer) when given."""
         m = self._limit_head(m)
         dst = self._positions(m)
         disp = dst - self.ctrl_src
@@ -496,7 +497,7 @@ class WarpRenderer:
         fx0, fy0, fx1, fy1 = f.box
         sub = D[fy0:fy1, fx0:fx1]
         sub += (Df - sub) * self._fine_alpha2
-        M = self.base + D
+        M = np.add(D, self.base, out=D)          # the sampling map, in D's buffer
         g = m.get
         # gaze in image terms: + moves the iris to the image's right / down. The subject's left
         # eye is on the image's right: looking "out" with it moves the iris right.
@@ -524,7 +525,8 @@ class WarpRenderer:
         # fixed-point maps: the same samples as the float map (remap rounds it to 1/32 pixel
         # either way), and cheaper to convert once than inside remap
         m1, m2 = cv2.convertMaps(M, None, cv2.CV_16SC2)
-        out = cv2.remap(self.rest_roi, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out = cv2.remap(self.rest_roi, m1, m2, cv2.INTER_LINEAR, dst=out,
+                        borderMode=cv2.BORDER_REPLICATE)
         up = dst[UPPER_INNER]
         lo = dst[LOWER_INNER]
         if isinstance(self.mouth, MouthInterior):
@@ -549,7 +551,10 @@ class WarpRenderer:
         x0, y0, x1, y1 = self.roi
         if self.body is not None:
             self.body.restore(frame)
-        frame[y0:y1, x0:x1] = self.render_roi(m)
+        view = frame[y0:y1, x0:x1]
+        roi = self.render_roi(m, out=view)               # written in place ...
+        if not np.may_share_memory(roi, view):
+            view[...] = roi                              # ... unless OpenCV could not
         if self.body is not None:
             self.body.render_into(m, frame)
         return frame
