@@ -74,30 +74,41 @@ def test_a_cancelled_job_stops_the_producer(astronaut_png, speech_en, tmp_path):
 
 def test_frames_are_rendered_with_one_opencv_thread_and_the_setting_comes_back(
         astronaut_png, speech_en, tmp_path, monkeypatch):
-    """OpenCV's workers would compete with the encoder thread for the same cores: a job renders
-    with the thread count of ``ECHOMIMIC_OPENCV_THREADS`` (1 by default; 0 leaves OpenCV's own),
-    and the process's setting comes back afterwards."""
+    """OpenCV's workers (and the BLAS library's, which wait by spinning) would compete with the
+    encoder thread for the same cores: a job renders with the thread count of
+    ``ECHOMIMIC_OPENCV_THREADS`` (1 by default; 0 leaves the libraries' own), and the process's
+    settings come back afterwards."""
     import cv2
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     from echomimic.render.warp import WarpRenderer
 
-    seen: list[int] = []
+    def blas_by_library() -> dict[str, int]:
+        return {i["filepath"]: i["num_threads"] for i in threadpool_info()
+                if i["user_api"] == "blas"}
+
+    seen: list[tuple[int, dict[str, int]]] = []
     render_into = WarpRenderer.render_into
 
     def spy(self, m, frame):
-        seen.append(cv2.getNumThreads())
+        seen.append((cv2.getNumThreads(), blas_by_library()))
         return render_into(self, m, frame)
 
     monkeypatch.setattr(WarpRenderer, "render_into", spy)
     before = cv2.getNumThreads()
     try:
-        cv2.setNumThreads(3)
-        animate(astronaut_png, tmp_path / "a.mp4", audio=speech_en.path, **OPTS)
-        assert seen and set(seen) == {1}
-        assert cv2.getNumThreads() == 3
-        seen.clear()
-        monkeypatch.setenv("ECHOMIMIC_OPENCV_THREADS", "0")
-        animate(astronaut_png, tmp_path / "b.mp4", audio=speech_en.path, **OPTS)
-        assert seen and set(seen) == {3}
+        with threadpool_limits(limits=2, user_api="blas"):
+            cv2.setNumThreads(3)
+            libs = blas_by_library()
+            animate(astronaut_png, tmp_path / "a.mp4", audio=speech_en.path, **OPTS)
+            assert libs and seen
+            assert all(n == 1 and set(b.values()) == {1} for n, b in seen)
+            assert cv2.getNumThreads() == 3
+            after = blas_by_library()
+            assert {k: after[k] for k in libs} == libs
+            seen.clear()
+            monkeypatch.setenv("ECHOMIMIC_OPENCV_THREADS", "0")
+            animate(astronaut_png, tmp_path / "b.mp4", audio=speech_en.path, **OPTS)
+            assert seen and all(n == 3 and {k: b[k] for k in libs} == libs for n, b in seen)
     finally:
         cv2.setNumThreads(before)

@@ -30,12 +30,15 @@ _BUILTIN = {"warp": "echomimic.render.warp:WarpRenderer",
 #: OpenCV's own default, one per core). One is the default: the renderer's remaps and resizes are
 #: small, and OpenCV's workers then compete for the same cores with the encoder thread, the
 #: speech analysis and other sessions. On two cores one thread renders as fast (wall time) and
-#: spends 25-30 % less CPU per frame (benchmarks/README.md, "OpenCV threads").
+#: spends 25-30 % less CPU per frame (benchmarks/README.md, "OpenCV threads"). The BLAS library
+#: under NumPy (the speech stage's small matrix products) gets the same count: its idle workers
+#: wait by spinning, which took the CPU that live sessions side by side needed.
 OPENCV_THREADS_DEFAULT = 1
 
 _cv_lock = threading.Lock()
 _cv_users = 0
 _cv_saved: int | None = None
+_blas_limiter: Any = None
 
 
 def opencv_threads_setting() -> int:
@@ -49,11 +52,11 @@ def opencv_threads_setting() -> int:
 
 @contextlib.contextmanager
 def rendering_threads() -> Iterator[None]:
-    """Run the body with OpenCV's thread count set for rendering (see
-    :data:`OPENCV_THREADS_DEFAULT`); the process's previous setting comes back when the last
-    job inside such a block ends (OpenCV's setting is process-wide, so jobs running side by side
-    share it)."""
-    global _cv_users, _cv_saved
+    """Run the body with OpenCV's and the BLAS library's thread counts set for rendering (see
+    :data:`OPENCV_THREADS_DEFAULT`); the process's previous settings come back when the last
+    job inside such a block ends (both settings are process-wide, so jobs running side by side
+    share them)."""
+    global _cv_users, _cv_saved, _blas_limiter
     n = opencv_threads_setting()
     if n == 0:
         yield
@@ -64,6 +67,9 @@ def rendering_threads() -> Iterator[None]:
         if _cv_users == 0:
             _cv_saved = cv2.getNumThreads()
             cv2.setNumThreads(n)
+            from threadpoolctl import threadpool_limits
+
+            _blas_limiter = threadpool_limits(limits=n, user_api="blas")
         _cv_users += 1
     try:
         yield
@@ -73,6 +79,9 @@ def rendering_threads() -> Iterator[None]:
             if _cv_users == 0 and _cv_saved is not None:
                 cv2.setNumThreads(_cv_saved)
                 _cv_saved = None
+                if _blas_limiter is not None:
+                    _blas_limiter.restore_original_limits()
+                    _blas_limiter = None
 
 
 class Renderer(Protocol):
