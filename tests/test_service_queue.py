@@ -162,7 +162,9 @@ def _png_bytes(rgb) -> bytes:
 def test_lost_and_orphaned_jobs_are_published_again(tmp_path, astronaut_png, short_speech):
     """A queued job without a message, and a running job whose worker died, are published
     again by the maintenance loop; duplicates are harmless: each job runs once to the end."""
-    settings = Settings(data_dir=tmp_path, auth=False, lease_seconds=5.0, requeue_seconds=0.3)
+    # requeue_seconds leaves room for a slow first connection to the broker between a publish
+    # and the next round (0.3 s was too tight on a machine with cold caches)
+    settings = Settings(data_dir=tmp_path, auth=False, lease_seconds=5.0, requeue_seconds=1.5)
     store = JobStore(settings.database_url)
     storage = LocalStorage(tmp_path)
     queue = JobQueue(settings, store=store, storage=storage)
