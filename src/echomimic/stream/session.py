@@ -747,7 +747,7 @@ class Stream:
     def _run(self) -> None:
         from ..render import rendering_threads
 
-        with rendering_threads():          # OpenCV's thread count for rendering, as offline
+        with rendering_threads():          # OpenCV's and BLAS's thread counts, as offline
             self._engine()
 
     def _engine(self) -> None:
