@@ -30,7 +30,9 @@ SLEEVE = np.array([170, 50, 40])
 # a synthetic half-body figure
 # ------------------------------------------------------------------------------------------
 
-def _figure(size: int = 320):
+def _figure(size: int = 320, folded: bool = False):
+    """A drawn half-body figure; ``folded``: its right forearm points up at the camera, drawn in
+    front of its upper arm (wrist above the elbow, hand above the wrist)."""
     s = size / 384.0
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:size, 0:size]
@@ -45,6 +47,8 @@ def _figure(size: int = 320):
          "r_wrist": (118, 320), "l_shoulder": (254, 160), "l_elbow": (272, 245),
          "l_wrist": (266, 320), "r_hip": (150, 380), "l_hip": (234, 380), "r_eye": (178, 85),
          "l_eye": (206, 85), "r_ear": (165, 92), "l_ear": (219, 92)}
+    if folded:
+        J["r_wrist"] = (116, 195)
     body = np.zeros((18, 3), np.float32)
     for k, (x, y) in J.items():
         body[BODY_JOINTS.index(k)] = (x * s / size, y * s / size, 0.9)
@@ -64,13 +68,15 @@ def _figure(size: int = 320):
         cv2.line(mask, P(*S), P(*E), 1, max(2, int(26 * s)))
         cv2.line(img, P(*E), P(*W), (225, 180, 150), max(2, int(20 * s)))
         cv2.line(mask, P(*E), P(*W), 1, max(2, int(20 * s)))
-        c = (W[0], W[1] + 14)
+        up = -1 if folded and side == "r" else 1        # the hand below or above the wrist
+        c = (W[0], W[1] + 14 * up)
         cv2.circle(img, P(*c), int(13 * s), tuple(int(v) for v in HAND), -1)
         cv2.circle(mask, P(*c), int(13 * s), 1, -1)
         for j in range(21):
             ang = (j % 5 - 2) * 0.35
             r = 0 if j == 0 else 6 + 5 * ((j - 1) // 5)
-            hands[slot, j] = ((W[0] + r * np.sin(ang)) * s / size, (W[1] + 4 + r) * s / size, 0.9)
+            hands[slot, j] = ((W[0] + r * np.sin(ang)) * s / size, (W[1] + (4 + r) * up) * s / size,
+                              0.9)
     pose = BodyPose(body=body, hands=hands, face=np.zeros((68, 3), np.float32), width=size,
                     height=size)
     portrait = Portrait(image=img, landmarks=np.zeros((478, 3), np.float32),
@@ -513,3 +519,30 @@ def test_large_bend_keeps_the_forearm_in_one_piece(figure):
         n_lab, lab, stats, _ = cv2.connectedComponentsWithStats(arm, connectivity=8)
         areas = np.sort(stats[1:, cv2.CC_STAT_AREA])[::-1]
         assert areas.size and areas[0] >= 0.97 * areas.sum(), areas[:6]
+
+
+def test_a_forearm_folded_over_the_upper_arm_moves_whole(figure):
+    """A forearm pointing at the camera lies over its upper arm in the photo (as in most
+    half-body portraits). Swung out to the side, it is drawn whole from the elbow to the hand:
+    its pixels over the upper arm go with the forearm, not with the upper arm (which left most of
+    the moved forearm as clean plate between the elbow and the hand)."""
+    from echomimic.render.warp.body import BodyLayer
+
+    folded = _figure(folded=True)
+    layer = BodyLayer.create(folded)
+    n = 8
+    tr = MotionTrack.neutral(n, FPS, channels=["body.r_wrist.x", "body.r_wrist.y"])
+    ramp = np.linspace(0, 1, n)
+    tr.set("body.r_wrist.x", -0.45 * ramp)
+    tr.set("body.r_wrist.y", 0.25 * ramp)
+    layer.prepare(list(tr.channels), tr.values)
+    frames = _render(layer, folded, tr)
+    arm = next(a for a in layer.arms if a.side == "r")
+    pose = arm.solve(dict(zip(tr.channels, tr.values[-1].tolist())))
+    E2, W2 = pose.targets[1], pose.targets[2]
+    assert np.hypot(*(W2 - arm.W)) > 0.4 * arm.sw          # the wrist swung out
+    skin = np.array([225, 180, 150])
+    t = np.linspace(0.25, 0.75, 21)
+    pts = np.round(E2[None] + t[:, None] * (W2 - E2)[None]).astype(int)
+    on = np.abs(frames[-1][pts[:, 1], pts[:, 0]].astype(int) - skin).sum(-1) < 60
+    assert on.mean() >= 0.9, on.astype(int)

@@ -544,6 +544,35 @@ def test_wrist_correlation_and_energy():
     assert e[1] == 0 and np.isnan(e[2])
 
 
+def test_left_right_mix_ups_of_the_detector_are_undone():
+    """The pose model now and then mirrors a frontal skeleton for a frame, takes one hand for
+    both wrists, or puts a lone hand on the wrong side: wrists measured in a video are kept on
+    their sides by continuity, and the true tracks are left alone."""
+    from echomimic.quality.body import WristTracks, keep_sides, wrist_correlation
+
+    n = 60
+    t = np.arange(n) / 25.0
+    left = np.stack([0.8 + 0.05 * np.sin(3 * t), 0.7 + 0.03 * np.cos(2 * t)], 1)
+    right = np.stack([0.2 - 0.05 * np.sin(2 * t), 0.7 + 0.04 * np.sin(3 * t)], 1)
+    truth = WristTracks(left.copy(), right.copy(), 25.0, 768, 768, np.ones(n, bool))
+    assert np.array_equal(keep_sides(truth).left, truth.left)
+    assert np.array_equal(keep_sides(truth).right, truth.right)
+    seen_l, seen_r = left.copy(), right.copy()
+    seen_l[[17, 18]], seen_r[[17, 18]] = right[[17, 18]], left[[17, 18]]    # mirrored
+    seen_l[30] = right[30] + 0.005                                          # one hand twice
+    seen_l[41], seen_r[41] = right[41], np.nan                              # a lone hand
+    seen = WristTracks(seen_l, seen_r, 25.0, 768, 768, np.ones(n, bool))
+    r = wrist_correlation(truth, seen)
+    assert r["left"]["x"] < 0.5                                             # what it did to r
+    fixed = keep_sides(seen)
+    ok = [i for i in range(n) if i not in (30, 41)]
+    assert np.allclose(fixed.left[ok], left[ok]) and np.allclose(fixed.right[:41], right[:41])
+    assert np.isnan(fixed.left[[30, 41]]).all()
+    assert np.allclose(fixed.right[30], right[30]) and np.allclose(fixed.right[41], right[41])
+    r = wrist_correlation(truth, fixed)
+    assert r["left"]["x"] == pytest.approx(1.0) and r["right"]["x"] == pytest.approx(1.0)
+
+
 def test_docs_carry_the_packaged_schema():
     from importlib import resources
 

@@ -15,7 +15,9 @@ asked to.
 A wrist is *visible* in a frame when the hand model found that hand (its 21 points have a score),
 or, with ``need_hand=False``, when the pose model's wrist visibility is at least
 :data:`echomimic.analysis.body.MIN_VISIBILITY`. Positions are fractions of the frame (x of the
-width, y of the height); missing frames are NaN. Left and right are the person's.
+width, y of the height); missing frames are NaN. Left and right are the person's. MediaPipe's pose
+model now and then mirrors a frontal skeleton for a frame or two; wrists measured in a video are
+kept on their sides by continuity (:func:`keep_sides`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 __all__ = ["WristTracks", "wrist_tracks", "wrist_tracks_from_poses", "wrist_correlation",
-           "motion_energy", "pearson"]
+           "motion_energy", "pearson", "keep_sides"]
 
 _SIDES = ("left", "right")
 # person's left/right: hand slot and COCO-18 wrist index
@@ -96,11 +98,57 @@ def wrist_tracks_from_poses(seq: Any, *, need_hand: bool = True) -> WristTracks:
                         seq.height, need_hand)
 
 
+#: A frame's wrists are swapped back when the crossed assignment is this much nearer (sum of
+#: distances) the wrists of the last frame where both were seen ...
+SWAP_RATIO = 0.5
+#: ... that frame being at most this many frames earlier. Two wrists closer than this (a
+#: fraction of the frame) are one hand found twice: the side it is farther from loses it.
+SWAP_WINDOW = 5
+SAME_POINT = 0.02
+
+
+def keep_sides(tracks: WristTracks) -> WristTracks:
+    """``tracks`` with left/right mix-ups of the detector undone, by continuity (a wrist does not
+    cross the body in a frame), against each side's last position within :data:`SWAP_WINDOW`
+    frames: two wrists each far nearer the other side's last position than their own
+    (:data:`SWAP_RATIO`) exchange sides; one hand taken for both wrists stays with the side it
+    is nearer; a lone wrist far nearer the other side's last position moves there."""
+    sides = [tracks.left.copy(), tracks.right.copy()]
+    last: list[tuple[int, np.ndarray] | None] = [None, None]
+
+    def dist(p: np.ndarray, k: int, i: int) -> float:
+        seen = last[k]
+        return (float(np.hypot(*(p - seen[1]))) if seen is not None and i - seen[0] <= SWAP_WINDOW
+                else float("nan"))
+
+    for i in range(len(sides[0])):
+        vis = [bool(np.isfinite(s[i]).all()) for s in sides]
+        p = [s[i].copy() for s in sides]
+        if vis[0] and vis[1]:
+            own = dist(p[0], 0, i) + dist(p[1], 1, i)
+            crossed = dist(p[0], 1, i) + dist(p[1], 0, i)
+            if crossed < SWAP_RATIO * own:
+                sides[0][i], sides[1][i] = p[1], p[0]
+            elif np.hypot(*(p[0] - p[1])) < SAME_POINT:
+                # one hand taken for both: it belongs to the side it is nearer
+                drop = 0 if dist(p[0], 0, i) > dist(p[1], 1, i) else 1
+                sides[drop][i] = np.nan
+        elif vis[0] or vis[1]:
+            k = 0 if vis[0] else 1
+            if dist(p[k], 1 - k, i) < SWAP_RATIO * dist(p[k], k, i):
+                sides[1 - k][i], sides[k][i] = p[k], np.nan
+        for k in (0, 1):
+            if np.isfinite(sides[k][i]).all():
+                last[k] = (i, sides[k][i].copy())
+    return WristTracks(sides[0], sides[1], tracks.fps, tracks.width, tracks.height, tracks.body)
+
+
 def wrist_tracks(video: Any | Iterable[np.ndarray], *, fps: float | None = None,
                  need_hand: bool = True, max_frames: int | None = None,
                  progress: Callable[[str, float], None] | None = None) -> WristTracks:
     """Wrist tracks of the person in a video (path or bytes) or in an iterable of (H, W, 3) uint8
-    RGB frames (then ``fps`` is required). Raw detections, not smoothed."""
+    RGB frames (then ``fps`` is required). Raw detections, not smoothed; left/right swaps of the
+    detector undone (:func:`keep_sides`)."""
     from echomimic.analysis.body import BodyTracker
 
     total = 0
@@ -130,7 +178,8 @@ def wrist_tracks(video: Any | Iterable[np.ndarray], *, fps: float | None = None,
     if not body:
         z = np.zeros((0, 2))
         return WristTracks(z, z.copy(), float(fps), 0, 0, np.zeros(0, bool))
-    return _from_arrays(np.stack(body), np.stack(hands), float(fps), width, height, need_hand)
+    return keep_sides(_from_arrays(np.stack(body), np.stack(hands), float(fps), width, height,
+                                   need_hand))
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -217,6 +217,9 @@ class _Arm:
         in_hull = hull.ravel() > 0
         dd[in_hull, 2] = np.minimum(dd[in_hull, 2], 0.0)
         k = np.argmin(dd, 1)
+        # a forearm folded back over the upper arm in the image (pointing at the camera) lies in
+        # front of it: past the elbow joint, the forearm's capsule belongs to the forearm
+        k = np.where((k == 0) & (d2 <= r_fo) & (t2 > 0.2), 1, k)
         u = np.choose(k, [t1, 1 + t2, 2 + t3])   # the hand blends into the forearm at the wrist
         inside = dd.min(1) <= 1.0
         # near the hand the person mask is soft (thin fingers): a lower threshold there, but not
@@ -446,16 +449,8 @@ class BodyLayer:
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Blended forward map of points ``p`` (N, 2), the in-region value at them, and the
         blended rotation (N, 2, 2) (the map's Jacobian, less the weights' gradient)."""
-        x0, y0 = arm.box[0], arm.box[1]
         n = len(p)
-        pad = (-n) % 1024
-        pp = np.concatenate([p, np.full((pad, 2), -1e4)]) if pad else p
-        mx = (pp[:, 0] - x0).astype(np.float32).reshape(-1, 1024)
-        my = (pp[:, 1] - y0).astype(np.float32).reshape(-1, 1024)
-        # one lookup: the three moving bones' weights (the torso's is the rest of 1) and the
-        # region
-        w = cv2.remap(arm.wr, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                      borderValue=(0.0, 0.0, 0.0, 0.0)).reshape(-1, 4)[:n]
+        w = self._lookup(arm, p)
         inreg = w[:, 3]
         w = np.concatenate([1.0 - w[:, :3].sum(1, keepdims=True), w[:, :3]], 1)
         out = w[:, :1] * p
@@ -468,6 +463,19 @@ class BodyLayer:
             out = out + wk * ((p - piv) @ R.T.astype(np.float32) + tgt.astype(np.float32))
             J += wk[:, :, None] * R.astype(np.float32)[None]
         return out, inreg, J
+
+    @staticmethod
+    def _lookup(arm: _Arm, p: np.ndarray) -> np.ndarray:
+        """The three moving bones' weights (the torso's is the rest of 1) and the region at the
+        photo's points ``p`` (N, 2): (N, 4), one bilinear lookup."""
+        x0, y0 = arm.box[0], arm.box[1]
+        n = len(p)
+        pad = (-n) % 1024
+        pp = np.concatenate([p, np.full((pad, 2), -1e4)]) if pad else p
+        mx = (pp[:, 0] - x0).astype(np.float32).reshape(-1, 1024)
+        my = (pp[:, 1] - y0).astype(np.float32).reshape(-1, 1024)
+        return cv2.remap(arm.wr, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=(0.0, 0.0, 0.0, 0.0)).reshape(-1, 4)[:n]
 
     @staticmethod
     def _newton(p: np.ndarray, q: np.ndarray, f: np.ndarray, J: np.ndarray) -> np.ndarray:
