@@ -51,6 +51,56 @@ def test_blocks_equal_the_whole_clip(long_mixed, lang):
     assert _max_diff(whole, analyze_speech(long_mixed, lang=lang)) <= TOL
 
 
+def _rows(an: SpeechAnalyzer):
+    for _ in an.blocks(1.0):
+        pass
+    return an.speech
+
+
+def test_utterances_decoded_in_a_helper_process_give_the_same_rows(long_mixed, monkeypatch):
+    """The recognizer holds the interpreter lock, so the offline pipeline decodes the following
+    utterances in a helper process (``prefetch``): same phones and rows as decoding here; the
+    helper is gone when the last utterance is read; a helper that fails, or is switched off,
+    falls back to decoding here."""
+    from concurrent.futures import Future
+
+    from echomimic.speech import recognize as rz
+
+    here = _rows(SpeechAnalyzer(long_mixed, lang="en"))
+    an = SpeechAnalyzer(long_mixed, lang="en")
+    assert len(an._utts) >= 2
+    submitted = []
+    submit = rz.RecognizerProcess.submit
+
+    def counting(self, x):
+        submitted.append(len(x))
+        return submit(self, x)
+    monkeypatch.setattr(rz.RecognizerProcess, "submit", counting)
+    an.prefetch()
+    helper = an._helper
+    assert helper is not None
+    helped = _rows(an)
+    assert submitted                                   # utterances went to the helper
+    assert an._helper is None and helper._proc.poll() is not None     # and it has ended
+    assert [(p.label, p.start, p.end, p.weight) for p in here.phones] == \
+        [(p.label, p.start, p.end, p.weight) for p in helped.phones]
+    assert _max_diff(here, helped) == 0.0 and here.meta == helped.meta
+
+    def failing(self, x):
+        fut: Future = Future()
+        fut.set_exception(EOFError("the recognizer process ended"))
+        return fut
+    monkeypatch.setattr(rz.RecognizerProcess, "submit", failing)
+    an = SpeechAnalyzer(long_mixed, lang="en")
+    an.prefetch()
+    assert _max_diff(here, _rows(an)) == 0.0 and an._helper is None
+    monkeypatch.setenv(rz.PROCESS_ENV, "0")
+    an = SpeechAnalyzer(long_mixed, lang="en")
+    an.prefetch()
+    assert an._helper is None
+    assert _max_diff(here, _rows(an)) == 0.0
+
+
 def test_ranges_in_any_order_equal_the_whole_clip(long_mixed):
     whole = SpeechAnalyzer(long_mixed, lang="zh").run()
     an = SpeechAnalyzer(long_mixed, lang="zh")

@@ -427,6 +427,7 @@ def _start_speech(audio: Any, opts: AnimateOptions):
     a = audio if isinstance(audio, Audio) else load_audio(audio, sample_rate=16000,
                                                          max_duration=float(opts.max_duration))
     analyzer = SpeechAnalyzer(a, lang=opts.lang)
+    analyzer.prefetch()       # English utterances decoded in a helper, beside the renderer
     return analyzer, analyzer.speech, audio
 
 
@@ -634,6 +635,8 @@ def animate(image: Any, output: str | os.PathLike, *, audio: Any = None, video: 
     finally:
         if rows is not None:
             rows.close()
+        if analyzer is not None:
+            analyzer.close()
     timings.update(rt)
     if rows is not None:
         track = _finish_rows(rows, speech, opts, timings, motion_out)

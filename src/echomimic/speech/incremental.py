@@ -57,6 +57,8 @@ UTTERANCE_MAX_S = 12.0
 FIRST_UTTERANCE_S = (2.0, 6.0)
 #: ... and the following ones within these.
 NEXT_UTTERANCE_S = (4.0, UTTERANCE_MAX_S)
+#: Utterances the helper process decodes ahead of the one being read (:meth:`SpeechAnalyzer.prefetch`).
+PREFETCH = 2
 
 
 def clip_levels(x: np.ndarray, hop_samples: int) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
@@ -195,6 +197,8 @@ class SpeechAnalyzer:
             if ref:
                 meta["pitch_ref_hz"] = ref
         self._utts = utterances(act, self.hop) if self.english else []
+        self._helper = None               # a RecognizerProcess decoding utterances ahead
+        self._pending: dict = {}          # utterance -> Future of its Recognition
         self._decoded = 0                 # utterances decoded so far
         self._rc: dict[int, dict[str, np.ndarray]] = {}
         self._logscore = [0.0, 0]         # sum of per-frame scores x frames, frames
@@ -224,12 +228,60 @@ class SpeechAnalyzer:
         i, j = start - a, stop - a
         return pitch[i:j], {k: v[i:j] for k, v in ac.items()}
 
-    def _recognize(self, start: int, stop: int):
-        """Phones of hops ``start:stop`` decoded as one utterance, and their target curves."""
+    def prefetch(self, ahead: int = PREFETCH) -> None:
+        """Decode the following utterances in a helper process, ``ahead`` of the one being read
+        (see :class:`~echomimic.speech.recognize.RecognizerProcess`): the offline pipeline calls
+        this so that recognition and rendering run side by side. Results are unchanged; without a
+        helper (``ECHOMIMIC_RECOGNIZER_PROCESS=0``, or it cannot start) utterances are decoded
+        here when they are needed."""
+        import os
+
+        from .recognize import PROCESS_ENV, RecognizerProcess
+
+        if len(self._utts) < 2 or self._helper is not None:
+            return
+        if os.environ.get(PROCESS_ENV, "1").strip().lower() in ("0", "off", "false", "no"):
+            return
+        try:
+            self._helper = RecognizerProcess()
+        except OSError:
+            return
+        self._ahead = max(1, int(ahead))
+        self._queue_next(0)
+
+    def _queue_next(self, current: int) -> None:
+        """Keep the utterances after ``current`` queued in the helper, up to the look-ahead."""
+        if self._helper is None:
+            return
+        hs = self.hop_samples
+        fr = self._full_rec
+        for u in range(current + 1, min(len(self._utts), current + 1 + self._ahead)):
+            a, b = self._utts[u]
+            if u in self._rc or u in self._pending or (fr is not None and (fr[0], fr[1]) == (a, b)):
+                continue
+            self._pending[u] = self._helper.submit(self.x[a * hs: b * hs])
+
+    def close(self) -> None:
+        """Stop the helper process, if any (idempotent)."""
+        if self._helper is not None:
+            self._helper.close()
+            self._helper = None
+        self._pending.clear()
+
+    def _recognize(self, start: int, stop: int, done=None):
+        """Phones of hops ``start:stop`` decoded as one utterance, and their target curves;
+        ``done``: a Future of that utterance's recognition from the helper, if it has one."""
         from .recognize import recognize_phones
 
         hs = self.hop_samples
-        rec = recognize_phones(self.x[start * hs: stop * hs])
+        rec = None
+        if done is not None:
+            try:
+                rec = done.result()
+            except Exception:                 # noqa: BLE001 - the helper failed: decode here
+                self.close()
+        if rec is None:
+            rec = recognize_phones(self.x[start * hs: stop * hs])
         for ph in rec.phones:            # back to the clip's time base
             ph.start += start * hs / ANALYSIS_RATE
             ph.end += start * hs / ANALYSIS_RATE
@@ -261,7 +313,10 @@ class SpeechAnalyzer:
                 if fr is not None and (fr[0], fr[1]) == (a, b):
                     rec, curves = fr[2], fr[3]
                 else:
-                    rec, curves = self._recognize(a, b)
+                    rec, curves = self._recognize(a, b, self._pending.pop(u, None))
+                self._queue_next(u)
+                if u == len(self._utts) - 1:
+                    self.close()                  # the last one: the helper is done
                 self._rc[u] = curves
                 self.speech.phones.extend(rec.phones)
                 self.speech.phones.sort(key=lambda p: p.start)

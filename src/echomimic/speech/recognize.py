@@ -16,7 +16,7 @@ import numpy as np
 
 from ..types import Phone
 
-__all__ = ["recognize_phones", "Recognition", "DECODER_OPTIONS"]
+__all__ = ["recognize_phones", "Recognition", "DECODER_OPTIONS", "RecognizerProcess"]
 
 #: pocketsphinx decoder options used for phone recognition.
 DECODER_OPTIONS: dict = {
@@ -53,14 +53,22 @@ def _new_decoder():
     )
 
 
+def _pcm(x16k: np.ndarray) -> bytes:
+    """The decoder's input: 16-bit little-endian PCM of float audio."""
+    x = np.asarray(x16k, np.float32)
+    return (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
 def recognize_phones(x16k: np.ndarray) -> Recognition:
     """Recognize English phones in 16 kHz mono float audio.
 
     Each :class:`Phone` carries a confidence in ``weight``: the geometric-mean per-frame
     acoustic likelihood of the segment relative to the best-scoring senone, mapped to [0, 1].
     """
-    x = np.asarray(x16k, np.float32)
-    pcm = (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    return _recognize_pcm(_pcm(x16k))
+
+
+def _recognize_pcm(pcm: bytes) -> Recognition:
     dec = _new_decoder()
     dec.start_utt()
     dec.process_raw(pcm, full_utt=True)
@@ -79,4 +87,130 @@ def recognize_phones(x16k: np.ndarray) -> Recognition:
         label = "SIL" if word in ("<s>", "</s>", "<sil>") else word
         phones.append(Phone(start=f0 / 100.0, end=(f1 + 1) / 100.0, label=label, weight=conf))
     mean = total_log / total_frames if total_frames else 0.0
-    return Recognition(phones=phones, frame_logscore=mean, seconds=len(x) / 16000.0)
+    return Recognition(phones=phones, frame_logscore=mean, seconds=len(pcm) / 2 / 16000.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# decoding in a helper process
+# ------------------------------------------------------------------------------------------------
+
+#: ``ECHOMIMIC_RECOGNIZER_PROCESS=0`` decodes in this process only.
+PROCESS_ENV = "ECHOMIMIC_RECOGNIZER_PROCESS"
+
+
+class RecognizerProcess:
+    """pocketsphinx in a helper process (``python -m echomimic.speech.recognize``).
+
+    The decoder keeps Python's interpreter lock while it decodes, so in the process that renders
+    it would stop the renderer; in a helper the two run side by side. :meth:`submit` queues an
+    utterance and returns a :class:`~concurrent.futures.Future` of its :class:`Recognition`
+    (requests are answered in order); results equal :func:`recognize_phones`'s exactly (the same
+    PCM goes to the same decoder, the floats come back in their shortest exact form). A helper
+    that cannot start or dies fails its futures; callers then decode here.
+    """
+
+    def __init__(self) -> None:
+        import queue
+        import subprocess
+        import sys
+        import threading
+
+        self._proc = subprocess.Popen([sys.executable, "-m", "echomimic.speech.recognize"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL)
+        self._todo: "queue.Queue" = queue.Queue()
+        self._waiting: "queue.Queue" = queue.Queue()
+        self._writer = threading.Thread(target=self._write, name="echomimic-recognizer-in",
+                                        daemon=True)
+        self._reader = threading.Thread(target=self._read, name="echomimic-recognizer-out",
+                                        daemon=True)
+        self._writer.start()
+        self._reader.start()
+
+    def submit(self, x16k: np.ndarray):
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        self._todo.put((_pcm(x16k), fut))
+        return fut
+
+    def _write(self) -> None:
+        import struct
+
+        while True:
+            item = self._todo.get()
+            if item is None:
+                break
+            pcm, fut = item
+            self._waiting.put(fut)
+            try:
+                self._proc.stdin.write(struct.pack("<I", len(pcm)) + pcm)
+                self._proc.stdin.flush()
+            except (OSError, ValueError):
+                break
+        try:
+            self._proc.stdin.close()
+        except (OSError, ValueError):
+            pass
+        self._waiting.put(None)
+
+    def _read(self) -> None:
+        import json
+        import struct
+
+        while True:
+            fut = self._waiting.get()
+            if fut is None:
+                break
+            try:
+                head = self._proc.stdout.read(4)
+                if len(head) < 4:
+                    raise EOFError("the recognizer process ended")
+                data = json.loads(self._proc.stdout.read(struct.unpack("<I", head)[0]))
+                fut.set_result(Recognition(
+                    phones=[Phone(start=a, end=b, label=c, weight=d) for a, b, c, d in data["phones"]],
+                    frame_logscore=data["frame_logscore"], seconds=data["seconds"]))
+            except Exception as exc:          # noqa: BLE001 - the caller decodes itself
+                fut.set_exception(exc)
+                self._fail_rest(exc)
+                return
+
+    def _fail_rest(self, exc: Exception) -> None:
+        while True:
+            fut = self._waiting.get()
+            if fut is None:
+                return
+            fut.set_exception(exc)
+
+    def close(self) -> None:
+        """Stop the helper (pending requests are dropped)."""
+        self._todo.put(None)
+        try:
+            self._proc.wait(timeout=0.5)      # an idle helper ends at the end of its input
+        except Exception:                     # noqa: BLE001 - still decoding: not needed any more
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _serve() -> None:
+    """The helper's loop: length-prefixed PCM in, length-prefixed JSON out, until end of input."""
+    import json
+    import struct
+    import sys
+
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        head = inp.read(4)
+        if len(head) < 4:
+            return
+        pcm = inp.read(struct.unpack("<I", head)[0])
+        rec = _recognize_pcm(pcm)
+        data = json.dumps({"phones": [[p.start, p.end, p.label, p.weight] for p in rec.phones],
+                           "frame_logscore": rec.frame_logscore,
+                           "seconds": rec.seconds}).encode()
+        out.write(struct.pack("<I", len(data)) + data)
+        out.flush()
+
+
+if __name__ == "__main__":
+    _serve()
