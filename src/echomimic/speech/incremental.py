@@ -276,8 +276,8 @@ class SpeechAnalyzer:
         hs = self.hop_samples
         rec = None
         if done is not None:
-            try:
-                rec = done.result()
+            try:                              # a helper that hangs is given up, not waited for
+                rec = done.result(timeout=30.0 + 10.0 * (stop - start) * self.hop)
             except Exception:                 # noqa: BLE001 - the helper failed: decode here
                 self.close()
         if rec is None:
