@@ -94,6 +94,17 @@ def test_utterances_decoded_in_a_helper_process_give_the_same_rows(long_mixed, m
     an = SpeechAnalyzer(long_mixed, lang="en")
     an.prefetch()
     assert _max_diff(here, _rows(an)) == 0.0 and an._helper is None
+    # a program that does not greet as the recognizer is not trusted with the audio
+    monkeypatch.setattr(rz.RecognizerProcess, "submit", counting)
+    monkeypatch.setattr(rz, "_HELLO", b"someone-else/1\n")
+    an = SpeechAnalyzer(long_mixed, lang="en")
+    an.prefetch()
+    assert an._helper is not None
+    assert _max_diff(here, _rows(an)) == 0.0 and an._helper is None
+    monkeypatch.setattr("sys.executable", "/usr/bin/uwsgi")   # an embedded interpreter
+    an = SpeechAnalyzer(long_mixed, lang="en")
+    an.prefetch()
+    assert an._helper is None
     monkeypatch.setenv(rz.PROCESS_ENV, "0")
     an = SpeechAnalyzer(long_mixed, lang="en")
     an.prefetch()

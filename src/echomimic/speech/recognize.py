@@ -96,6 +96,8 @@ def _recognize_pcm(pcm: bytes) -> Recognition:
 
 #: ``ECHOMIMIC_RECOGNIZER_PROCESS=0`` decodes in this process only.
 PROCESS_ENV = "ECHOMIMIC_RECOGNIZER_PROCESS"
+#: The helper's first bytes: what answers is the recognizer, not another program.
+_HELLO = b"echomimic-recognizer/1\n"
 
 
 class RecognizerProcess:
@@ -115,7 +117,11 @@ class RecognizerProcess:
         import sys
         import threading
 
-        self._proc = subprocess.Popen([sys.executable, "-m", "echomimic.speech.recognize"],
+        exe = sys.executable or ""
+        if "python" not in os.path.basename(exe).lower():
+            # embedded interpreters (uWSGI, ...) name their host program here, not Python
+            raise OSError(f"no Python interpreter to run the recognizer in ({exe!r})")
+        self._proc = subprocess.Popen([exe, "-m", "echomimic.speech.recognize"],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.DEVNULL)
         self._todo: "queue.Queue" = queue.Queue()
@@ -158,6 +164,9 @@ class RecognizerProcess:
         import json
         import struct
 
+        if self._proc.stdout.read(len(_HELLO)) != _HELLO:      # not our helper: give it up
+            self._fail_rest(EOFError("the recognizer process did not start"))
+            return
         while True:
             fut = self._waiting.get()
             if fut is None:
@@ -199,6 +208,8 @@ def _serve() -> None:
     import sys
 
     inp, out = sys.stdin.buffer, sys.stdout.buffer
+    out.write(_HELLO)
+    out.flush()
     while True:
         head = inp.read(4)
         if len(head) < 4:
